@@ -1,0 +1,29 @@
+/*
+ * Design notes: small helpers every process needs: clocks, identifiers,
+ * hashing. No global state; safe from any thread.
+ */
+#ifndef MHS_UTIL_H
+#define MHS_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Wall-clock milliseconds since the epoch (for records and replies). */
+int64_t mhs_now_ms(void);
+
+/* Monotonic milliseconds (for deadlines and durations). */
+int64_t mhs_mono_ms(void);
+
+/* mhs_uuid_upper writes a random (v4) upper-case UUID and a NUL (37 bytes). */
+int mhs_uuid_upper(char out[37]);
+
+/* mhs_sha256 hashes len bytes into out[32]. */
+void mhs_sha256(const void *data, size_t len, uint8_t out[32]);
+
+/* mhs_hex writes 2*len lower-case hex digits and a NUL into out. */
+void mhs_hex(const uint8_t *in, size_t len, char *out);
+
+/* mhs_time_iso writes "YYYY-MM-DDThh:mm:ssZ" for ms into out[21]. */
+void mhs_time_iso(int64_t ms, char out[21]);
+
+#endif /* MHS_UTIL_H */
