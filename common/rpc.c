@@ -3,6 +3,7 @@
  * thread and only read afterwards (sealed on first lookup), so lookups
  * need no lock.
  */
+#include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <stdio.h>
 #include <stdlib.h>
