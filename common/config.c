@@ -85,6 +85,8 @@ config_ini_entry(void *arg, const char *section, const char *name,
 	struct ini_ctx *ctx = arg;
 	struct mhs_opt *o;
 
+	if (ctx->err != 0)
+		return 0; /* keep the first error: inih parses on after it */
 	if (section[0] != '\0' && strcmp(section, ctx->prog->section) != 0)
 		return 1; /* another program's section */
 	if ((o = config_find(ctx->prog, name)) == NULL) {
@@ -190,6 +192,11 @@ mhs_config_load(const struct mhs_program *prog, int argc, char **argv)
 		snprintf(name, sizeof(name), "%.*s",
 		    (int) (eq ? (size_t) (eq - arg) : strlen(arg)), arg);
 		if (strcmp(name, "config") == 0) {
+			if (eq == NULL && i + 1 >= argc) {
+				fprintf(stderr, "%s: --config needs a file\n",
+				    prog->name);
+				return MHS_EINVAL;
+			}
 			i += eq ? 0 : 1;
 			continue;
 		}

@@ -28,7 +28,7 @@ static const char *const mhs_err_names[] = {
 const char *
 mhs_strerror(int err)
 {
-	unsigned idx = (unsigned) -err;
+	unsigned idx = 0u - (unsigned) err;
 
 	if (err > 0 || idx >= sizeof(mhs_err_names) / sizeof(mhs_err_names[0]))
 		return "unknown error";

@@ -70,7 +70,8 @@ log_field(char *buf, size_t len, size_t cap, const char *key,
 {
 	int n = snprintf(buf + len, cap - len, ",\"%s\":\"", key);
 
-	if (n < 0 || (size_t) n >= cap - len)
+	/* The escaper needs len < its cap (cap - 2) to write even a NUL. */
+	if (n < 0 || (size_t) n + 2 >= cap - len)
 		return len;
 	len = mhs_json_escape(buf, len + (size_t) n, cap - 2, val);
 	buf[len++] = '"';

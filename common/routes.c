@@ -2,7 +2,9 @@
  * Design notes: see routes.h. Persist durations are realistic (minutes):
  * a Spine outage shorter than that must finalise nothing (DESIGN §5).
  */
+#include <errno.h>
 #include <ini.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,11 +60,33 @@ struct routes_ini {
 	int err;
 };
 
-static bool
-ini_bool(const char *v)
+/* ini_bool and ini_num take what config.c takes, and nothing else. */
+static int
+ini_bool(const char *v, bool *out)
 {
-	return strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 ||
-	    strcmp(v, "1") == 0;
+	if (strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 ||
+	    strcmp(v, "1") == 0 || strcmp(v, "on") == 0)
+		*out = true;
+	else if (strcmp(v, "false") == 0 || strcmp(v, "no") == 0 ||
+	    strcmp(v, "0") == 0 || strcmp(v, "off") == 0)
+		*out = false;
+	else
+		return MHS_EINVAL;
+	return 0;
+}
+
+static int
+ini_num(const char *v, int *out)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || end == v || *end != '\0' || n < 0 || n > INT_MAX)
+		return MHS_EINVAL;
+	*out = (int) n;
+	return 0;
 }
 
 static int
@@ -73,6 +97,8 @@ routes_ini_entry(void *arg, const char *section, const char *key,
 	struct mhs_route *r = NULL;
 	const char *name;
 
+	if (ri->err != 0)
+		return 0; /* keep the first error: inih parses on after it */
 	if (strncmp(section, "route ", 6) != 0)
 		return 1;
 	name = section + 6;
@@ -88,13 +114,21 @@ routes_ini_entry(void *arg, const char *section, const char *key,
 	}
 #define NUM(f)                                                            \
 	if (strcmp(key, #f) == 0) {                                       \
-		r->f = atoi(val);                                         \
-		return r->f >= 0 ? 1 : (ri->err = MHS_EINVAL, 0);         \
+		if ((ri->err = ini_num(val, &r->f)) == 0)                 \
+			return 1;                                         \
+		fprintf(stderr, "%s: [route %s]: %s: expected a number "  \
+				"from 0, got \"%s\"\n",                     \
+		    ri->file, name, key, val);                            \
+		return 0;                                                 \
 	}
 #define BOOL(f)                                                           \
 	if (strcmp(key, #f) == 0) {                                       \
-		r->f = ini_bool(val);                                     \
-		return 1;                                                 \
+		if ((ri->err = ini_bool(val, &r->f)) == 0)                \
+			return 1;                                         \
+		fprintf(stderr, "%s: [route %s]: %s: expected true or "   \
+				"false, got \"%s\"\n",                      \
+		    ri->file, name, key, val);                            \
+		return 0;                                                 \
 	}
 	STR(endpoint)
 	STR(pattern)

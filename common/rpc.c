@@ -178,7 +178,8 @@ mhs_rpc_table_find(const struct mhs_rpc_table *t, const char *path)
 {
 	struct mhs_rpc_method key;
 
-	if (!t->sealed || path == NULL || strlen(path) >= sizeof(key.path))
+	if (!t->sealed || t->n == 0 || path == NULL ||
+	    strlen(path) >= sizeof(key.path))
 		return NULL;
 	strcpy(key.path, path);
 	return bsearch(&key, t->methods, t->n, sizeof(*t->methods), method_cmp);
@@ -187,7 +188,8 @@ mhs_rpc_table_find(const struct mhs_rpc_table *t, const char *path)
 void
 mhs_rpc_table_seal(struct mhs_rpc_table *t)
 {
-	qsort(t->methods, t->n, sizeof(*t->methods), method_cmp);
+	if (t->n > 0) /* methods is NULL when empty: qsort's UB */
+		qsort(t->methods, t->n, sizeof(*t->methods), method_cmp);
 	t->sealed = true;
 }
 

@@ -1,6 +1,7 @@
 /*
  * Design notes: see util.h. Randomness comes from OpenSSL's CSPRNG.
  */
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -70,4 +71,13 @@ mhs_time_iso(int64_t ms, char out[21])
 
 	gmtime_r(&t, &tm);
 	strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void
+mhs_hmac_sha256(const void *key, size_t keylen, const void *data,
+    size_t len, uint8_t out[32])
+{
+	unsigned int outlen = 32;
+
+	HMAC(EVP_sha256(), key, (int) keylen, data, len, out, &outlen);
 }

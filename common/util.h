@@ -20,6 +20,10 @@ int mhs_uuid_upper(char out[37]);
 /* mhs_sha256 hashes len bytes into out[32]. */
 void mhs_sha256(const void *data, size_t len, uint8_t out[32]);
 
+/* mhs_hmac_sha256 computes HMAC-SHA256(key, data) into out[32]. */
+void mhs_hmac_sha256(const void *key, size_t keylen, const void *data,
+    size_t len, uint8_t out[32]);
+
 /* mhs_hex writes 2*len lower-case hex digits and a NUL into out. */
 void mhs_hex(const uint8_t *in, size_t len, char *out);
 

@@ -1,0 +1,348 @@
+/*
+ * Design notes: the delivery engine (see router.h). One loop:
+ *   1. lease up to (max_in_flight - in flight) messages from the store;
+ *   2. start one curl transfer per message (ebXML body built once);
+ *   3. let curl run until something finishes or poll_ms passes;
+ *   4. classify each finished transfer and report the outcome.
+ * Outcome rules (DESIGN §5): an acknowledgement naming our MessageId is
+ * DELIVERED; an ebXML ErrorList or a non-retriable fault is FAILED; a
+ * retriable fault is retried up to the route's retries; a transport error
+ * or a reply without ebXML is retried until the persist duration runs out,
+ * then EXPIRED. A report the store did not take is not lost: the lease
+ * expires and the message is delivered again under the same MessageId,
+ * which Spine treats as a replay (G4).
+ *
+ * Owner: the engine thread owns the curl handles and every transfer.
+ */
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ebxml.h"
+#include "error.h"
+#include "log.h"
+#include "mhs/store/v1/store.pb-c.h"
+#include "router.h"
+#include "util.h"
+
+#define RT_MAX_REPLY (1u << 20)
+
+struct rt_xfer {
+	struct router *r;
+	CURL *easy;
+	struct curl_slist *headers;
+	struct mhs_buf body;  /* request */
+	struct mhs_buf reply; /* response, bounded */
+	const struct mhs_route *route;
+	Mhs__Store__V1__Delivery *d;
+	bool too_big;
+};
+
+int64_t
+rt_backoff_ms(const struct mhs_route *route, unsigned attempt, unsigned rnd)
+{
+	int64_t cap = 500;
+
+	for (unsigned i = 1; i < attempt && cap < route->retry_interval_ms; i++)
+		cap *= 2;
+	if (cap > route->retry_interval_ms)
+		cap = route->retry_interval_ms;
+	if (cap < 2)
+		return cap;
+	return cap / 2 + (int64_t) (rnd % (unsigned) (cap / 2 + 1));
+}
+
+static size_t
+rt_write_cb(char *data, size_t size, size_t n, void *arg)
+{
+	struct rt_xfer *x = arg;
+
+	if (x->reply.len + size * n > RT_MAX_REPLY) {
+		x->too_big = true;
+		return 0; /* aborts the transfer */
+	}
+	mhs_buf_append(&x->reply, data, size * n);
+	return size * n;
+}
+
+static void
+rt_xfer_free(struct rt_xfer *x)
+{
+	if (x == NULL)
+		return;
+	if (x->easy != NULL)
+		curl_easy_cleanup(x->easy);
+	curl_slist_free_all(x->headers);
+	mhs_buf_fini(&x->body);
+	mhs_buf_fini(&x->reply);
+	if (x->d != NULL)
+		mhs__store__v1__delivery__free_unpacked(x->d, NULL);
+	free(x);
+}
+
+static void
+rt_report(struct router *r, const Mhs__Store__V1__Delivery *d, int outcome,
+    const char *reason, int64_t retry_at_ms)
+{
+	Mhs__Store__V1__ReportRequest rq = MHS__STORE__V1__REPORT_REQUEST__INIT;
+	int code;
+
+	rq.message_id = d->message_id;
+	rq.outcome = outcome;
+	rq.reason = (char *) reason;
+	rq.retry_at_ms = retry_at_ms;
+	rq.consumer = r->cfg.consumer;
+	rq.lease_id = d->lease_id;
+	code = mhs_client_call(r->store, "/mhs.store.v1.Store/Report",
+	    &rq.base, NULL, NULL, NULL, 0, 5000, NULL);
+	if (code != 0) {
+		atomic_fetch_add(&r->stats.report_errors, 1);
+		mhs_warn("report_failed", "message %s: report not taken (%d); "
+					  "the lease will expire and it is "
+					  "delivered again",
+		    d->message_id, code);
+	}
+}
+
+/* rt_settle turns a finished attempt into one outcome report. */
+static void
+rt_settle(struct router *r, struct rt_xfer *x, int verdict,
+    const char *reason)
+{
+	const Mhs__Store__V1__Delivery *d = x->d;
+	unsigned attempt = d->attempts + 1;
+	int64_t now = mhs_now_ms();
+	int64_t at = now + rt_backoff_ms(x->route, attempt, (unsigned) rand());
+	bool expired = now - d->accepted_at_ms > x->route->persist_duration_ms;
+	char why[300];
+
+	if (verdict == MHS_EBXML_DELIVERED) {
+		atomic_fetch_add(&r->stats.delivered, 1);
+		rt_report(r, d, MHS__STORE__V1__OUTCOME__OUTCOME_DELIVERED, "",
+		    0);
+		return;
+	}
+	if (verdict == MHS_EBXML_RETRY && attempt > (unsigned) x->route->retries) {
+		snprintf(why, sizeof(why), "retries exhausted (%u): %s",
+		    x->route->retries, reason);
+		verdict = MHS_EBXML_FAILED;
+		reason = why;
+	}
+	if (verdict == MHS_EBXML_FAILED) {
+		atomic_fetch_add(&r->stats.failed, 1);
+		mhs_warn("delivery_failed", "message %s: %s", d->message_id,
+		    reason);
+		rt_report(r, d, MHS__STORE__V1__OUTCOME__OUTCOME_FAILED, reason,
+		    0);
+		return;
+	}
+	if (expired || at - d->accepted_at_ms > x->route->persist_duration_ms) {
+		snprintf(why, sizeof(why), "persist duration exceeded: %s",
+		    reason);
+		atomic_fetch_add(&r->stats.expired, 1);
+		rt_report(r, d, MHS__STORE__V1__OUTCOME__OUTCOME_EXPIRED, why, 0);
+		return;
+	}
+	atomic_fetch_add(&r->stats.retried, 1);
+	rt_report(r, d, MHS__STORE__V1__OUTCOME__OUTCOME_RETRY, reason, at);
+}
+
+static void
+rt_finished(struct router *r, struct rt_xfer *x, CURLcode res)
+{
+	char reason[256] = "";
+	long status = 0;
+	char *ctype = NULL;
+	int verdict;
+
+	if (res != CURLE_OK) {
+		atomic_fetch_add(&r->stats.transport_errors, 1);
+		snprintf(reason, sizeof(reason), "transport: %s",
+		    x->too_big ? "reply too large" : curl_easy_strerror(res));
+		rt_settle(r, x, MHS_EBXML_UNEXPECTED, reason);
+		return;
+	}
+	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_getinfo(x->easy, CURLINFO_CONTENT_TYPE, &ctype);
+	verdict = mhs_ebxml_classify((int) status, ctype, x->reply.data,
+	    x->reply.len, x->d->message_id, x->route->ack_requested, reason,
+	    sizeof(reason));
+	mhs_debug("delivery_attempt", "message %s: HTTP %ld, %s",
+	    x->d->message_id, status, mhs_ebxml_verdict_name(verdict));
+	rt_settle(r, x, verdict, reason);
+}
+
+static int
+rt_xfer_body(struct router *r, struct rt_xfer *x, char *ctype, size_t ctlen,
+    char *action, size_t alen)
+{
+	const Mhs__Store__V1__Delivery *d = x->d;
+	struct mhs_ebxml_msg m = {0};
+
+	m.message_id = d->message_id;
+	m.conversation_id = d->message_id;
+	m.interaction = d->interaction_id;
+	m.service = x->route->service;
+	m.cpa_id = x->route->cpa_id;
+	m.from_party = r->cfg.party_key;
+	m.to_party = x->route->to_party;
+	m.duplicate_elimination = x->route->duplicate_elimination;
+	m.ack_requested = x->route->ack_requested;
+	m.sync_reply = x->route->sync_reply;
+	m.timestamp_ms = mhs_now_ms();
+	m.payload_content_type = d->content_type;
+	m.payload = d->payload.data;
+	m.payload_len = d->payload.len;
+	return mhs_ebxml_build(&m, &x->body, ctype, ctlen, action, alen);
+}
+
+static int
+rt_xfer_setup(struct router *r, struct rt_xfer *x)
+{
+	char ctype[256], action[200], h1[300], h2[260], url[600];
+	const char *ep = x->route->endpoint;
+	int rv;
+
+	if ((rv = rt_xfer_body(r, x, ctype, sizeof(ctype), action,
+		 sizeof(action))) != 0)
+		return rv;
+	if (strncmp(ep, "https://", 8) == 0 || strncmp(ep, "http://", 7) == 0)
+		snprintf(url, sizeof(url), "%s", ep);
+	else
+		snprintf(url, sizeof(url), "%s%s", r->cfg.spine_url, ep);
+	snprintf(h1, sizeof(h1), "Content-Type: %s", ctype);
+	snprintf(h2, sizeof(h2), "SOAPAction: %s", action);
+	if ((x->easy = curl_easy_init()) == NULL)
+		return MHS_ENOMEM;
+	x->headers = curl_slist_append(x->headers, h1);
+	x->headers = curl_slist_append(x->headers, h2);
+	x->headers = curl_slist_append(x->headers, "Expect:");
+	curl_easy_setopt(x->easy, CURLOPT_URL, url);
+	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers);
+	curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, x->body.data);
+	curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE,
+	    (curl_off_t) x->body.len);
+	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, rt_write_cb);
+	curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
+	curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS,
+	    (long) r->cfg.request_timeout_ms);
+	curl_easy_setopt(x->easy, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+	curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(x->easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(x->easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(x->easy, CURLOPT_PROTOCOLS_STR, "https,http");
+	if (r->cfg.spine_ca[0] != '\0')
+		curl_easy_setopt(x->easy, CURLOPT_CAINFO, r->cfg.spine_ca);
+	if (r->cfg.client_cert[0] != '\0') {
+		curl_easy_setopt(x->easy, CURLOPT_SSLCERT, r->cfg.client_cert);
+		curl_easy_setopt(x->easy, CURLOPT_SSLKEY, r->cfg.client_key);
+	}
+	return x->body.err;
+}
+
+/* rt_start begins one delivery; the transfer belongs to the multi handle
+ * on success, and d to the transfer either way. */
+static void
+rt_start(struct router *r, CURLM *multi, Mhs__Store__V1__Delivery *d)
+{
+	struct rt_xfer *x = calloc(1, sizeof(*x));
+
+	if (x == NULL) {
+		mhs__store__v1__delivery__free_unpacked(d, NULL);
+		return; /* the lease expires; delivered later */
+	}
+	x->r = r;
+	x->d = d;
+	x->route = mhs_route_find(&r->routes, d->interaction_id);
+	if (x->route == NULL) {
+		static const struct mhs_route none = {.retries = 0};
+		x->route = &none;
+		rt_report(r, d, MHS__STORE__V1__OUTCOME__OUTCOME_FAILED,
+		    "interaction not in this router's route table", 0);
+		rt_xfer_free(x);
+		return;
+	}
+	if (rt_xfer_setup(r, x) != 0 || curl_multi_add_handle(multi, x->easy)) {
+		mhs_error("delivery_setup", "message %s: cannot start a "
+					    "transfer", d->message_id);
+		rt_xfer_free(x);
+		return;
+	}
+	atomic_fetch_add(&r->stats.attempts, 1);
+	atomic_fetch_add(&r->stats.in_flight, 1);
+}
+
+static void
+rt_lease(struct router *r, CURLM *multi)
+{
+	Mhs__Store__V1__LeaseRequest rq = MHS__STORE__V1__LEASE_REQUEST__INIT;
+	Mhs__Store__V1__LeaseResponse *resp = NULL;
+	unsigned room = (unsigned) r->cfg.max_in_flight -
+	    atomic_load(&r->stats.in_flight);
+	int code;
+
+	if (room == 0)
+		return;
+	rq.consumer = r->cfg.consumer;
+	rq.max_messages = room;
+	rq.lease_ms = (uint32_t) r->cfg.lease_ms;
+	code = mhs_client_call(r->store, "/mhs.store.v1.Store/Lease", &rq.base,
+	    &mhs__store__v1__lease_response__descriptor,
+	    (ProtobufCMessage **) &resp, NULL, 0, 5000, NULL);
+	if (atomic_exchange(&r->store_ok, code == 0) != (code == 0))
+		mhs_info("store_reachable", "store %s",
+		    code == 0 ? "reachable" : "unreachable or not ready");
+	if (code != 0 || resp == NULL)
+		return;
+	for (size_t i = 0; i < resp->n_deliveries; i++) {
+		rt_start(r, multi, resp->deliveries[i]);
+		resp->deliveries[i] = NULL; /* now the transfer's */
+	}
+	resp->n_deliveries = 0;
+	mhs__store__v1__lease_response__free_unpacked(resp, NULL);
+}
+
+static void
+rt_collect(struct router *r, CURLM *multi)
+{
+	CURLMsg *msg;
+	int left;
+
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
+		struct rt_xfer *x = NULL;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &x);
+		curl_multi_remove_handle(multi, msg->easy_handle);
+		rt_finished(r, x, msg->data.result);
+		atomic_fetch_sub(&r->stats.in_flight, 1);
+		rt_xfer_free(x);
+	}
+}
+
+int
+rt_engine_run(struct router *r)
+{
+	CURLM *multi = curl_multi_init();
+	int running = 0;
+
+	if (multi == NULL)
+		return MHS_ENOMEM;
+	curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+	    (long) r->cfg.max_in_flight);
+	while (!atomic_load(&r->stopping)) {
+		rt_lease(r, multi);
+		curl_multi_perform(multi, &running);
+		rt_collect(r, multi);
+		curl_multi_poll(multi, NULL, 0, (int) r->cfg.poll_ms, NULL);
+		curl_multi_perform(multi, &running);
+		rt_collect(r, multi);
+	}
+	/* In-flight transfers are abandoned: their leases expire and the
+	 * messages are delivered again, with the same MessageId. */
+	curl_multi_cleanup(multi);
+	return 0;
+}

@@ -1,0 +1,167 @@
+/*
+ * Design notes: mhs-router's entry point: options, route table, the store
+ * client, HTTP probes, and the engine on its own thread; main waits for
+ * SIGTERM/SIGINT, then stops the engine (in-flight deliveries are
+ * abandoned to lease expiry, never lost) and exits 0.
+ */
+#include <curl/curl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "error.h"
+#include "log.h"
+#include "probe.h"
+#include "router.h"
+
+static struct router rt;
+
+static struct mhs_opt rt_opts[] = {
+	{"store", MHS_OPT_STR, "ipc:///tmp/mhs-store.ipc", 0, 0,
+	    "mhs-store RPC URL", &rt.cfg.store_url},
+	{"http", MHS_OPT_STR, "http://127.0.0.1:7703", 0, 0,
+	    "HTTP probe URL (/livez /readyz /metrics)", &rt.cfg.http},
+	{"spine-url", MHS_OPT_STR, "https://127.0.0.1:8443", 0, 0,
+	    "Spine base URL; a route's endpoint path is appended",
+	    &rt.cfg.spine_url},
+	{"spine-ca", MHS_OPT_STR, "", 0, 0,
+	    "CA bundle that Spine's certificate must verify against",
+	    &rt.cfg.spine_ca},
+	{"client-cert", MHS_OPT_STR, "", 0, 0,
+	    "client certificate (PEM) for mutual TLS", &rt.cfg.client_cert},
+	{"client-key", MHS_OPT_STR, "", 0, 0, "client key (PEM)",
+	    &rt.cfg.client_key},
+	{"routes", MHS_OPT_STR, "", 0, 0,
+	    "route table INI file (built-in EPS routes when empty)",
+	    &rt.cfg.routes_file},
+	{"consumer", MHS_OPT_STR, "", 0, 0,
+	    "this router's lease name (default: router-PID)", &rt.cfg.consumer},
+	{"party-key", MHS_OPT_STR, "MHS-0000001", 0, 0,
+	    "our ebXML From party key", &rt.cfg.party_key},
+	{"max-in-flight", MHS_OPT_INT, "64", 1, 4096,
+	    "deliveries in flight at once", &rt.cfg.max_in_flight},
+	{"lease-ms", MHS_OPT_INT, "60000", 1000, 3600000,
+	    "after this long a crashed router's messages go to another",
+	    &rt.cfg.lease_ms},
+	{"request-timeout-ms", MHS_OPT_INT, "30000", 100, 600000,
+	    "longest wait for Spine's answer to one POST",
+	    &rt.cfg.request_timeout_ms},
+	{"poll-ms", MHS_OPT_INT, "50", 1, 10000,
+	    "how often an idle router asks for work", &rt.cfg.poll_ms},
+	{"log-level", MHS_OPT_STR, "info", 0, 0, "debug, info, warn or error",
+	    &rt.cfg.log_level},
+	{NULL, 0, NULL, 0, 0, NULL, NULL},
+};
+
+static const struct mhs_program rt_program = {
+	"mhs-router", "router",
+	"Delivers stored messages to Spine as ebXML over HTTPS (DESIGN §5).",
+	rt_opts,
+};
+
+static bool
+rt_ready_probe(void *arg, char *why, size_t whylen)
+{
+	struct router *r = arg;
+
+	if (!atomic_load(&r->store_ok)) {
+		snprintf(why, whylen, "store unreachable");
+		return false;
+	}
+	return true;
+}
+
+static void
+rt_metrics_write(void *arg, struct mhs_buf *out)
+{
+	struct router *r = arg;
+	struct rt_stats *s = &r->stats;
+
+	mhs_buf_printf(out,
+	    "# TYPE mhs_router_attempts_total counter\n"
+	    "mhs_router_attempts_total %llu\n"
+	    "# TYPE mhs_router_outcomes_total counter\n"
+	    "mhs_router_outcomes_total{outcome=\"delivered\"} %llu\n"
+	    "mhs_router_outcomes_total{outcome=\"retry\"} %llu\n"
+	    "mhs_router_outcomes_total{outcome=\"failed\"} %llu\n"
+	    "mhs_router_outcomes_total{outcome=\"expired\"} %llu\n"
+	    "# TYPE mhs_router_transport_errors_total counter\n"
+	    "mhs_router_transport_errors_total %llu\n"
+	    "# TYPE mhs_router_report_errors_total counter\n"
+	    "mhs_router_report_errors_total %llu\n"
+	    "# TYPE mhs_router_in_flight gauge\nmhs_router_in_flight %u\n",
+	    atomic_load(&s->attempts), atomic_load(&s->delivered),
+	    atomic_load(&s->retried), atomic_load(&s->failed),
+	    atomic_load(&s->expired), atomic_load(&s->transport_errors),
+	    atomic_load(&s->report_errors), atomic_load(&s->in_flight));
+}
+
+static void *
+rt_engine_main(void *arg)
+{
+	rt_engine_run(arg);
+	return NULL;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct mhs_probe *probe = NULL;
+	pthread_t engine;
+	sigset_t set;
+	int rv, level, sig;
+	char name[64];
+
+	if ((rv = mhs_config_load(&rt_program, argc, argv)) != 0)
+		return rv > 0 ? 0 : 2;
+	if ((level = mhs_log_level_parse(rt.cfg.log_level)) < 0) {
+		fprintf(stderr, "mhs-router: --log-level: expected debug, "
+				"info, warn or error\n");
+		return 2;
+	}
+	mhs_log_init("router", level);
+	if (rt.cfg.consumer[0] == '\0') {
+		snprintf(name, sizeof(name), "router-%d", (int) getpid());
+		free(rt.cfg.consumer);
+		rt.cfg.consumer = strdup(name);
+	}
+	if (mhs_routes_load(&rt.routes, rt.cfg.routes_file) != 0)
+		return 2;
+	srand((unsigned) time(NULL) ^ (unsigned) getpid());
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+
+	if ((rv = mhs_client_open(&rt.store, rt.cfg.store_url)) != 0) {
+		fprintf(stderr, "mhs-router: cannot dial store %s: %s\n",
+		    rt.cfg.store_url, mhs_strerror(rv));
+		return 1;
+	}
+	if ((rv = mhs_probe_open(&probe, rt.cfg.http, rt_ready_probe,
+		 rt_metrics_write, &rt)) != 0) {
+		fprintf(stderr, "mhs-router: cannot serve probes on %s: %s\n",
+		    rt.cfg.http, mhs_strerror(rv));
+		return 1;
+	}
+	pthread_create(&engine, NULL, rt_engine_main, &rt);
+	mhs_info("started", "mhs-router %s (%s) delivering to %s",
+	    MHS_VERSION, rt.cfg.consumer, rt.cfg.spine_url);
+	sigwait(&set, &sig);
+	mhs_info("stopping", "signal %d", sig);
+	atomic_store(&rt.stopping, true);
+	pthread_join(engine, NULL);
+	mhs_probe_close(probe);
+	mhs_client_close(rt.store);
+	mhs_routes_fini(&rt.routes);
+	curl_global_cleanup();
+	mhs_info("stopped", "mhs-router stopped");
+	return 0;
+}

@@ -1,0 +1,61 @@
+/*
+ * Design notes: mhs-router. Leases due messages from its node's store,
+ * wraps each in ebXML (router/ebxml), POSTs it to the Spine endpoint of its
+ * interaction with libcurl's multi interface (many in flight on one
+ * thread, connections reused, TLS verified), classifies Spine's answer and
+ * reports the outcome to the store, which journals it (G5). The MessageId
+ * is the message_id on every attempt (G4).
+ *
+ * Threads: one engine thread does everything above (store calls are
+ * short, bounded RPCs over ipc); the HTTP probe server reads atomics.
+ */
+#ifndef MHS_ROUTER_H
+#define MHS_ROUTER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "routes.h"
+#include "rpc.h"
+
+struct rt_config {
+	char *store_url;
+	char *http;
+	char *spine_url;
+	char *spine_ca;
+	char *client_cert;
+	char *client_key;
+	char *routes_file;
+	char *consumer;
+	char *party_key;
+	char *log_level;
+	long long max_in_flight;
+	long long lease_ms;
+	long long request_timeout_ms;
+	long long poll_ms;
+};
+
+struct rt_stats {
+	atomic_ullong attempts, delivered, retried, failed, expired;
+	atomic_ullong transport_errors, report_errors;
+	atomic_uint in_flight;
+};
+
+struct router {
+	struct rt_config cfg;
+	struct mhs_routes routes;
+	struct mhs_client *store;
+	atomic_bool store_ok;
+	atomic_bool stopping;
+	struct rt_stats stats;
+};
+
+/* Runs the delivery engine until r->stopping; returns 0 or an mhs_err. */
+int rt_engine_run(struct router *r);
+
+/* Delay before retry number `attempt` (1-based): exponential from 500 ms,
+ * capped by the route's retry interval, with jitter in [cap/2, cap]. */
+int64_t rt_backoff_ms(const struct mhs_route *route, unsigned attempt,
+    unsigned rnd);
+
+#endif /* MHS_ROUTER_H */

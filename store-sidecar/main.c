@@ -1,0 +1,208 @@
+/*
+ * Design notes: mhs-store's entry point. Opens (and recovers) the journal
+ * before anything else, starts the worker that owns journal and Redis,
+ * then the nng server and the HTTP probes. Readiness (DESIGN §3): the
+ * journal is writable and Redis is reachable. SIGTERM/SIGINT stop in order:
+ * server, worker, journal (synced), exit 0.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "error.h"
+#include "log.h"
+#include "probe.h"
+#include "store.h"
+
+static struct store st;
+static char hostname[64];
+
+static struct mhs_opt st_opts[] = {
+	{"listen", MHS_OPT_STR, "ipc:///tmp/mhs-store.ipc", 0, 0,
+	    "RPC URL the node's gateway and routers dial", &st.cfg.listen},
+	{"http", MHS_OPT_STR, "http://127.0.0.1:7702", 0, 0,
+	    "HTTP probe URL (/livez /readyz /metrics)", &st.cfg.http},
+	{"journal-dir", MHS_OPT_STR, "journal", 0, 0,
+	    "directory of the journal's month segments", &st.cfg.journal_dir},
+	{"fsync", MHS_OPT_STR, "always", 0, 0,
+	    "journal fsync policy: always (group commit), everysec or no",
+	    &st.cfg.fsync},
+	{"redis-host", MHS_OPT_STR, "127.0.0.1", 0, 0, "Redis host",
+	    &st.cfg.redis_host},
+	{"redis-port", MHS_OPT_INT, "6379", 1, 65535, "Redis port",
+	    &st.cfg.redis_port},
+	{"redis-password", MHS_OPT_STR, "", 0, 0, "Redis AUTH password",
+	    &st.cfg.redis_password},
+	{"redis-timeout-ms", MHS_OPT_INT, "2000", 10, 60000,
+	    "Redis connect and command timeout", &st.cfg.redis_timeout_ms},
+	{"prefix", MHS_OPT_STR, "mhs", 0, 0, "prefix of every Redis key",
+	    &st.cfg.prefix},
+	{"node-id", MHS_OPT_STR, "", 0, 0,
+	    "this node's name in journal records (default: host name)",
+	    &st.cfg.node_id},
+	{"nhs-index-key", MHS_OPT_STR, "", 0, 0,
+	    "secret keying the NHS number search index (HMAC-SHA256)",
+	    &st.cfg.nhs_index_key},
+	{"contexts", MHS_OPT_INT, "128", 1, 4096,
+	    "requests accepted concurrently", &st.cfg.contexts},
+	{"max-batch", MHS_OPT_INT, "1024", 1, 65536,
+	    "most requests in one group commit", &st.cfg.max_batch},
+	{"final-ttl-s", MHS_OPT_INT, "604800", 60, 315360000,
+	    "how long Redis keeps a message after it is final",
+	    &st.cfg.final_ttl_s},
+	{"idempotency-ttl-s", MHS_OPT_INT, "86400", 60, 315360000,
+	    "how long an idempotency key is remembered",
+	    &st.cfg.idempotency_ttl_s},
+	{"log-level", MHS_OPT_STR, "info", 0, 0, "debug, info, warn or error",
+	    &st.cfg.log_level},
+	{NULL, 0, NULL, 0, 0, NULL, NULL},
+};
+
+static const struct mhs_program st_program = {
+	"mhs-store", "store",
+	"The MHS store sidecar: journal (the truth) and Redis (the index).",
+	st_opts,
+};
+
+static bool
+st_ready_probe(void *arg, char *why, size_t whylen)
+{
+	struct store *s = arg;
+
+	if (!atomic_load(&s->journal_ok)) {
+		snprintf(why, whylen, "journal failed");
+		return false;
+	}
+	if (!atomic_load(&s->redis_ok)) {
+		snprintf(why, whylen, "Redis unavailable");
+		return false;
+	}
+	return true;
+}
+
+void
+st_metrics_write(void *arg, struct mhs_buf *out)
+{
+	struct store *s = arg;
+	struct st_stats *t = &s->stats;
+
+	mhs_buf_printf(out,
+	    "# TYPE mhs_store_appends_total counter\n"
+	    "mhs_store_appends_total %llu\n"
+	    "# TYPE mhs_store_duplicates_total counter\n"
+	    "mhs_store_duplicates_total %llu\n"
+	    "# TYPE mhs_store_batches_total counter\n"
+	    "mhs_store_batches_total %llu\n"
+	    "# TYPE mhs_store_batch_ops_total counter\n"
+	    "mhs_store_batch_ops_total %llu\n"
+	    "# TYPE mhs_store_journal_write_seconds_total counter\n"
+	    "mhs_store_journal_write_seconds_total %g\n"
+	    "# TYPE mhs_store_journal_bytes_total counter\n"
+	    "mhs_store_journal_bytes_total %llu\n"
+	    "# TYPE mhs_store_leased_total counter\n"
+	    "mhs_store_leased_total %llu\n"
+	    "# TYPE mhs_store_reports_total counter\n"
+	    "mhs_store_reports_total %llu\n"
+	    "# TYPE mhs_store_redis_errors_total counter\n"
+	    "mhs_store_redis_errors_total %llu\n"
+	    "# TYPE mhs_store_journal_ok gauge\nmhs_store_journal_ok %d\n"
+	    "# TYPE mhs_store_redis_ok gauge\nmhs_store_redis_ok %d\n",
+	    atomic_load(&t->appends), atomic_load(&t->duplicates),
+	    atomic_load(&t->batches), atomic_load(&t->batch_ops),
+	    atomic_load(&t->fsync_us_sum) / 1e6,
+	    atomic_load(&t->journal_bytes), atomic_load(&t->leases),
+	    atomic_load(&t->reports), atomic_load(&t->redis_errors),
+	    atomic_load(&s->journal_ok) ? 1 : 0,
+	    atomic_load(&s->redis_ok) ? 1 : 0);
+}
+
+static int
+st_open_journal(void)
+{
+	struct mhs_journal_options o = {0};
+	struct mhs_journal_recovery rec = {0};
+	int policy = mhs_fsync_policy_parse(st.cfg.fsync), rv;
+
+	if (policy < 0) {
+		fprintf(stderr, "mhs-store: --fsync: expected always, "
+				"everysec or no\n");
+		return MHS_EINVAL;
+	}
+	o.policy = (enum mhs_fsync_policy) policy;
+	o.node_id = st.cfg.node_id;
+	if ((rv = mhs_journal_open(&st.journal, st.cfg.journal_dir, &o,
+		 &rec)) != 0) {
+		fprintf(stderr, "mhs-store: cannot open journal %s: %s\n",
+		    st.cfg.journal_dir, mhs_strerror(rv));
+		return rv;
+	}
+	if (rec.torn_bytes > 0)
+		mhs_warn("journal_torn_tail",
+		    "cut %llu bytes of a torn record from the end of %s",
+		    (unsigned long long) rec.torn_bytes, rec.torn_file);
+	mhs_info("journal_open", "%s: %llu records in %u segments, last seq "
+				 "%llu, fsync %s",
+	    st.cfg.journal_dir, (unsigned long long) rec.records,
+	    rec.segments, (unsigned long long) rec.last_seq, st.cfg.fsync);
+	atomic_store(&st.journal_ok, true);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct mhs_probe *probe = NULL;
+	sigset_t set;
+	int rv, level, sig;
+
+	if ((rv = mhs_config_load(&st_program, argc, argv)) != 0)
+		return rv > 0 ? 0 : 2;
+	if ((level = mhs_log_level_parse(st.cfg.log_level)) < 0) {
+		fprintf(stderr, "mhs-store: --log-level: expected debug, info, "
+				"warn or error\n");
+		return 2;
+	}
+	mhs_log_init("store", level);
+	if (st.cfg.node_id[0] == '\0') {
+		gethostname(hostname, sizeof(hostname) - 1);
+		free(st.cfg.node_id);
+		st.cfg.node_id = strdup(hostname);
+	}
+	if (st.cfg.nhs_index_key[0] == '\0')
+		mhs_warn("nhs_index_key_unset", "--nhs-index-key is empty: "
+			 "set a secret so NHS number index keys cannot be "
+			 "guessed");
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (st_open_journal() != 0)
+		return 1;
+	if (st_worker_start(&st) != 0 || (rv = st_server_start(&st)) != 0) {
+		fprintf(stderr, "mhs-store: cannot start\n");
+		return 1;
+	}
+	if ((rv = mhs_probe_open(&probe, st.cfg.http, st_ready_probe,
+		 st_metrics_write, &st)) != 0) {
+		fprintf(stderr, "mhs-store: cannot serve probes on %s: %s\n",
+		    st.cfg.http, mhs_strerror(rv));
+		st_server_stop(&st);
+		return 1;
+	}
+	mhs_info("started", "mhs-store %s serving on %s", MHS_VERSION,
+	    st.cfg.listen);
+	sigwait(&set, &sig);
+	mhs_info("stopping", "signal %d", sig);
+	mhs_probe_close(probe);
+	st_server_stop(&st);
+	mhs_journal_close(st.journal);
+	if (st.redis.c != NULL)
+		redisFree(st.redis.c);
+	mhs_info("stopped", "mhs-store stopped");
+	return 0;
+}

@@ -1,0 +1,147 @@
+/*
+ * Design notes: mhs-store, the only process that touches the journal and
+ * Redis (DESIGN §4). Requests arrive on nng REP contexts (server.c); every
+ * one that needs the journal or Redis becomes an st_op on one queue, and a
+ * single worker thread (worker.c) owns both the journal fd and the hiredis
+ * context. The worker takes everything queued as one batch and, for the
+ * batch:
+ *   1. reads what it needs from Redis (idempotency keys, leases, lookups),
+ *   2. appends every state change to the journal in one write and one
+ *      fdatasync (group commit),
+ *   3. applies the same records to Redis in one pipeline,
+ *   4. answers every op of the batch.
+ * So nothing is answered before it is durable (G1), and Redis only ever
+ * holds what the journal holds (it can be rebuilt from it: redis.c).
+ *
+ * Locking: the queue is guarded by st->lock; everything else the worker
+ * owns alone. Readiness flags are atomics read by the nng callbacks and
+ * the probe server.
+ */
+#ifndef MHS_STORE_H
+#define MHS_STORE_H
+
+#include <hiredis/hiredis.h>
+#include <nng/nng.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "journal.h"
+#include "mhs/store/v1/journal.pb-c.h"
+#include "mhs/store/v1/store.pb-c.h"
+#include "rpc.h"
+
+struct st_config {
+	char *listen;
+	char *http;
+	char *journal_dir;
+	char *fsync;
+	char *redis_host;
+	long long redis_port;
+	char *redis_password;
+	char *prefix;
+	char *node_id;
+	char *nhs_index_key; /* HMAC key for the NHS number index */
+	char *log_level;
+	long long contexts;
+	long long max_batch;
+	long long final_ttl_s;
+	long long idempotency_ttl_s;
+	long long redis_timeout_ms;
+};
+
+enum st_kind {
+	ST_APPEND,
+	ST_GET,
+	ST_SEARCH,
+	ST_LEASE,
+	ST_REPORT,
+	ST_DEAD_LETTERS,
+	ST_REDELIVER,
+};
+
+/* One request waiting for the worker. */
+struct st_op {
+	struct st_op *next;
+	struct st_ctx *ctx;
+	enum st_kind kind;
+	ProtobufCMessage *in; /* decoded request; freed after the reply */
+	/* Filled by the worker: */
+	int code;
+	char message[200];
+	ProtobufCMessage *out; /* reply payload, freed with out_free */
+	void (*out_free)(ProtobufCMessage *);
+	/* Append: */
+	char message_id[37];
+	uint8_t fingerprint[32];
+	int64_t accepted_at_ms;
+	bool duplicate;
+	bool journal; /* has a record in this batch */
+};
+
+struct st_redis {
+	redisContext *c; /* NULL while disconnected: never reused after error */
+	char apply_sha[41];
+	int64_t next_attempt_ms;
+	int backoff_ms;
+	uint64_t applied_seq;
+};
+
+struct st_stats {
+	atomic_ullong appends, duplicates, batches, batch_ops, fsync_us_sum;
+	atomic_ullong reports, leases, redis_errors, journal_bytes;
+};
+
+struct store {
+	struct st_config cfg;
+	struct mhs_journal *journal;
+	enum mhs_fsync_policy policy;
+	struct st_redis redis;
+	struct mhs_rpc_table table;
+	nng_socket rep;
+	struct st_ctx **ctxs;
+	size_t n_ctxs;
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	struct st_op *head, **tail;
+	bool stop;
+	pthread_t worker;
+	atomic_bool journal_ok;
+	atomic_bool redis_ok;
+	struct st_stats stats;
+};
+
+/* server.c: nng side. */
+int st_server_start(struct store *st);
+void st_server_stop(struct store *st);
+/* Called by the worker: sends op's reply and frees op. */
+void st_op_finish(struct st_op *op);
+
+/* worker.c */
+int st_worker_start(struct store *st);
+void st_worker_stop(struct store *st);
+void st_enqueue(struct store *st, struct st_op *op);
+
+/* redis.c: connection, the apply script, replay. */
+int st_redis_ensure(struct store *st);
+void st_redis_drop(struct store *st, const char *why);
+/* Appends the EVALSHA that applies one journal record to the pipeline. */
+int st_redis_append_apply(struct store *st, uint64_t seq,
+    const Mhs__Store__V1__JournalRecord *r);
+/* Reads n pipelined replies; returns 0 or a negative mhs_err. */
+int st_redis_drain(struct store *st, size_t n);
+/* Replays every journal record after the last one Redis applied. */
+int st_redis_replay(struct store *st);
+/* One command, returning the reply (caller frees) or NULL after dropping. */
+redisReply *st_redis_cmd(struct store *st, int argc, const char **argv,
+    const size_t *lens);
+
+/* st_idem_key writes the scoped idempotency key "CLIENT/KEY". */
+void st_idem_key(const char *client, const char *key, char *out,
+    size_t outlen);
+
+void st_metrics_write(void *arg, struct mhs_buf *out);
+
+#endif /* MHS_STORE_H */

@@ -1,0 +1,812 @@
+/*
+ * Design notes: the store's single worker thread (see store.h for the
+ * batch steps). It owns the journal and the hiredis context; nothing else
+ * touches them. Every op taken from the queue is answered exactly once,
+ * by st_op_finish, after the batch's journal write is durable.
+ *
+ * A journal failure is never retried: the journal latches failed, the ops
+ * of that batch are answered 14 and readiness goes false until an operator
+ * restarts the store. A Redis failure after the journal write loses
+ * nothing: the records are durable, and the next connection replays them.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+#include "log.h"
+#include "status.h"
+#include "store.h"
+#include "util.h"
+
+/* One journal record made by this batch. */
+struct st_rec {
+	Mhs__Store__V1__JournalRecord r;
+	struct st_op *op;
+	uint8_t *packed;
+	size_t len;
+	uint64_t seq;
+};
+
+struct st_batch {
+	struct store *st;
+	struct st_rec *recs;
+	size_t n, cap;
+	int64_t now_ms;
+};
+
+static void op_fail(struct st_op *op, int code, const char *msg);
+
+void
+st_idem_key(const char *client, const char *key, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "%s/%s", client, key);
+}
+
+void
+st_enqueue(struct store *st, struct st_op *op)
+{
+	pthread_mutex_lock(&st->lock);
+	op->next = NULL;
+	*st->tail = op;
+	st->tail = &op->next;
+	pthread_cond_signal(&st->cv);
+	pthread_mutex_unlock(&st->lock);
+}
+
+static struct st_rec *
+batch_rec(struct st_batch *b, struct st_op *op, const char *message_id,
+    int kind)
+{
+	struct st_rec *r;
+
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 64;
+		struct st_rec *g = realloc(b->recs, cap * sizeof(*g));
+		if (g == NULL)
+			return NULL;
+		b->recs = g;
+		b->cap = cap;
+	}
+	r = &b->recs[b->n++];
+	memset(r, 0, sizeof(*r));
+	mhs__store__v1__journal_record__init(&r->r);
+	r->op = op;
+	r->r.node_id = b->st->cfg.node_id;
+	r->r.time_ms = b->now_ms;
+	r->r.kind = kind;
+	r->r.message_id = (char *) message_id;
+	if (op != NULL)
+		op->journal = true;
+	return r;
+}
+
+/* ---- reading Redis ---- */
+
+static redisReply *
+hash_field(const redisReply *h, const char *name)
+{
+	if (h == NULL || h->type != REDIS_REPLY_ARRAY)
+		return NULL;
+	for (size_t i = 0; i + 1 < h->elements; i += 2)
+		if (strcmp(h->element[i]->str, name) == 0)
+			return h->element[i + 1];
+	return NULL;
+}
+
+static char *
+hash_str(const redisReply *h, const char *name)
+{
+	redisReply *v = hash_field(h, name);
+	return strdup(v != NULL && v->str != NULL ? v->str : "");
+}
+
+static long long
+hash_ll(const redisReply *h, const char *name)
+{
+	redisReply *v = hash_field(h, name);
+	return v != NULL && v->str != NULL ? strtoll(v->str, NULL, 10) : 0;
+}
+
+/* st_hgetall returns the message hash, NULL when absent or on error. */
+static redisReply *
+st_hgetall(struct store *st, const char *id)
+{
+	char key[128];
+	const char *argv[] = {"HGETALL", key};
+	redisReply *rep;
+
+	snprintf(key, sizeof(key), "%s:m:{%s}", st->cfg.prefix, id);
+	rep = st_redis_cmd(st, 2, argv, NULL);
+	if (rep != NULL && (rep->type != REDIS_REPLY_ARRAY || rep->elements == 0)) {
+		freeReplyObject(rep);
+		return NULL;
+	}
+	return rep;
+}
+
+static void
+status_free(ProtobufCMessage *m)
+{
+	mhs__v1__message_status__free_unpacked((Mhs__V1__MessageStatus *) m,
+	    NULL);
+}
+
+/*
+ * status_from_hash makes a heap MessageStatus (freed as if unpacked: every
+ * string and bytes field is its own allocation).
+ */
+static Mhs__V1__MessageStatus *
+status_from_hash(const char *id, const redisReply *h)
+{
+	Mhs__V1__MessageStatus *s = malloc(sizeof(*s));
+	redisReply *resp = hash_field(h, "response");
+
+	if (s == NULL)
+		return NULL;
+	mhs__v1__message_status__init(s);
+	s->message_id = strdup(id);
+	s->idempotency_key = hash_str(h, "idem");
+	s->interaction_id = hash_str(h, "interaction");
+	s->prescription_id = hash_str(h, "rx");
+	s->sender_ods = hash_str(h, "ods");
+	s->last_error = hash_str(h, "last_error");
+	s->state = (Mhs__V1__MessageState) hash_ll(h, "state");
+	s->attempts = (uint32_t) hash_ll(h, "attempts");
+	s->accepted_at_ms = hash_ll(h, "accepted_at");
+	s->updated_at_ms = hash_ll(h, "updated_at");
+	if (resp != NULL && resp->len > 0 &&
+	    (s->response_payload.data = malloc(resp->len)) != NULL) {
+		memcpy(s->response_payload.data, resp->str, resp->len);
+		s->response_payload.len = resp->len;
+	}
+	return s;
+}
+
+static void
+do_get(struct st_batch *b, struct st_op *op)
+{
+	const Mhs__V1__GetStatusRequest *in = (const void *) op->in;
+	redisReply *h = st_hgetall(b->st, in->message_id);
+	Mhs__V1__MessageStatus *s;
+
+	if (h == NULL) {
+		op_fail(op, b->st->redis.c ? MHS_CODE_NOT_FOUND
+					   : MHS_CODE_UNAVAILABLE,
+		    b->st->redis.c ? "no such message" : "Redis unavailable");
+		return;
+	}
+	if ((s = status_from_hash(in->message_id, h)) == NULL)
+		op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+	op->out = &s->base;
+	op->out_free = status_free;
+	freeReplyObject(h);
+}
+
+/* ---- Append ---- */
+
+static int
+append_fingerprint(struct st_op *op)
+{
+	const Mhs__Store__V1__AppendRequest *in = (const void *) op->in;
+	size_t len = protobuf_c_message_get_packed_size(&in->submit->base);
+	uint8_t *buf = malloc(len ? len : 1);
+
+	if (buf == NULL)
+		return MHS_ENOMEM;
+	protobuf_c_message_pack(&in->submit->base, buf);
+	mhs_sha256(buf, len, op->fingerprint);
+	free(buf);
+	return 0;
+}
+
+/* append_match settles op as a repeat of an earlier message, or code 6. */
+static void
+append_match(struct st_op *op, const char *id, const uint8_t *fp,
+    int64_t accepted_at)
+{
+	if (memcmp(fp, op->fingerprint, 32) != 0) {
+		op_fail(op, MHS_CODE_ALREADY_EXISTS,
+		    "idempotency_key was used before with different content");
+		return;
+	}
+	snprintf(op->message_id, sizeof(op->message_id), "%s", id);
+	op->accepted_at_ms = accepted_at;
+	op->duplicate = true;
+}
+
+static void
+append_match_stored(struct st_op *op, const char *val)
+{
+	char id[37], fphex[65];
+	long long at;
+	uint8_t fp[32];
+
+	if (sscanf(val, "%36s %64s %lld", id, fphex, &at) != 3) {
+		op_fail(op, MHS_CODE_INTERNAL, "bad idempotency record");
+		return;
+	}
+	for (int i = 0; i < 32; i++) {
+		unsigned v;
+		sscanf(fphex + 2 * i, "%2x", &v);
+		fp[i] = (uint8_t) v;
+	}
+	append_match(op, id, fp, at);
+}
+
+/* Looks every Append's key up in one pipeline, then within the batch. */
+static int
+appends_dedup(struct st_batch *b, struct st_op **apps, size_t n)
+{
+	struct store *st = b->st;
+	char key[300];
+
+	for (size_t i = 0; i < n; i++) {
+		const Mhs__Store__V1__AppendRequest *in = (const void *) apps[i]->in;
+		char scoped[256];
+		const char *argv[] = {"GET", key};
+
+		st_idem_key(in->client_id, in->submit->idempotency_key, scoped,
+		    sizeof(scoped));
+		snprintf(key, sizeof(key), "%s:idem:%s", st->cfg.prefix, scoped);
+		if (redisAppendCommandArgv(st->redis.c, 2, argv, NULL) != REDIS_OK)
+			return MHS_EUNAVAIL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		redisReply *rep = NULL;
+
+		if (redisGetReply(st->redis.c, (void **) &rep) != REDIS_OK) {
+			st_redis_drop(st, st->redis.c->errstr);
+			return MHS_EUNAVAIL;
+		}
+		if (rep->type == REDIS_REPLY_STRING)
+			append_match_stored(apps[i], rep->str);
+		freeReplyObject(rep);
+	}
+	/* Repeats inside this batch answer with the first one's id. */
+	for (size_t i = 0; i < n; i++) {
+		const Mhs__Store__V1__AppendRequest *a = (const void *) apps[i]->in;
+		if (apps[i]->code != 0 || apps[i]->duplicate)
+			continue;
+		for (size_t j = 0; j < i; j++) {
+			const Mhs__Store__V1__AppendRequest *p =
+			    (const void *) apps[j]->in;
+			if (apps[j]->code != 0 || apps[j]->duplicate ||
+			    strcmp(a->client_id, p->client_id) != 0 ||
+			    strcmp(a->submit->idempotency_key,
+				p->submit->idempotency_key) != 0)
+				continue;
+			append_match(apps[i], apps[j]->message_id,
+			    apps[j]->fingerprint, apps[j]->accepted_at_ms);
+			break;
+		}
+		if (!apps[i]->duplicate && apps[i]->code == 0 &&
+		    mhs_uuid_upper(apps[i]->message_id) != 0)
+			op_fail(apps[i], MHS_CODE_INTERNAL, "no randomness");
+		apps[i]->accepted_at_ms = b->now_ms;
+	}
+	return 0;
+}
+
+static void
+appends_record(struct st_batch *b, struct st_op **apps, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const Mhs__Store__V1__AppendRequest *in = (const void *) apps[i]->in;
+		struct st_rec *r;
+
+		if (apps[i]->code != 0 || apps[i]->duplicate)
+			continue;
+		r = batch_rec(b, apps[i], apps[i]->message_id,
+		    MHS__STORE__V1__RECORD_KIND__RECORD_KIND_ACCEPTED);
+		if (r == NULL) {
+			op_fail(apps[i], MHS_CODE_INTERNAL, "out of memory");
+			continue;
+		}
+		r->r.submit = in->submit;
+		r->r.fingerprint.data = apps[i]->fingerprint;
+		r->r.fingerprint.len = 32;
+		r->r.client_id = in->client_id;
+	}
+}
+
+static void
+submit_response_free(ProtobufCMessage *m)
+{
+	Mhs__V1__SubmitResponse *r = (Mhs__V1__SubmitResponse *) m;
+	free(r->message_id);
+	free(r);
+}
+
+/* appends_answer fills replies (after the journal write); duplicates ask
+ * Redis for the original's current state. */
+static void
+appends_answer(struct st_batch *b, struct st_op **apps, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct st_op *op = apps[i];
+		Mhs__V1__SubmitResponse *r;
+
+		if (op->code != 0)
+			continue;
+		if ((r = malloc(sizeof(*r))) == NULL) {
+			op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+			continue;
+		}
+		mhs__v1__submit_response__init(r);
+		r->message_id = strdup(op->message_id);
+		r->duplicate = op->duplicate;
+		r->accepted_at_ms = op->accepted_at_ms;
+		r->state = MHS__V1__MESSAGE_STATE__MESSAGE_STATE_ACCEPTED;
+		if (op->duplicate) {
+			redisReply *h = st_hgetall(b->st, op->message_id);
+			if (h != NULL)
+				r->state = (Mhs__V1__MessageState) hash_ll(h,
+				    "state");
+			if (h != NULL)
+				freeReplyObject(h);
+			atomic_fetch_add(&b->st->stats.duplicates, 1);
+		} else {
+			atomic_fetch_add(&b->st->stats.appends, 1);
+		}
+		op->out = &r->base;
+		op->out_free = submit_response_free;
+	}
+}
+
+/* ---- Lease and Report ---- */
+
+static void
+lease_free(ProtobufCMessage *m)
+{
+	mhs__store__v1__lease_response__free_unpacked(
+	    (Mhs__Store__V1__LeaseResponse *) m, NULL);
+}
+
+static bool
+state_final(long long s)
+{
+	return s >= MHS__V1__MESSAGE_STATE__MESSAGE_STATE_DELIVERED;
+}
+
+static void
+lease_ack(struct store *st, const char *entry)
+{
+	char stream[128];
+	const char *argv[] = {"XACK", stream, "routers", entry};
+	redisReply *rep;
+
+	snprintf(stream, sizeof(stream), "%s:deliver", st->cfg.prefix);
+	if ((rep = st_redis_cmd(st, 4, argv, NULL)) != NULL)
+		freeReplyObject(rep);
+}
+
+/* lease_entries claims stale leases first, then new entries. */
+static redisReply *
+lease_read(struct store *st, const Mhs__Store__V1__LeaseRequest *in,
+    bool claim, unsigned max)
+{
+	char stream[128], count[16], idle[16];
+	const char *xauto[] = {"XAUTOCLAIM", stream, "routers", in->consumer,
+		idle, "0-0", "COUNT", count};
+	const char *xread[] = {"XREADGROUP", "GROUP", "routers", in->consumer,
+		"COUNT", count, "STREAMS", stream, ">"};
+
+	snprintf(stream, sizeof(stream), "%s:deliver", st->cfg.prefix);
+	snprintf(count, sizeof(count), "%u", max);
+	snprintf(idle, sizeof(idle), "%u", in->lease_ms ? in->lease_ms : 30000);
+	return claim ? st_redis_cmd(st, 8, xauto, NULL)
+		     : st_redis_cmd(st, 9, xread, NULL);
+}
+
+static int
+lease_take(struct st_batch *b, struct st_op *op,
+    Mhs__Store__V1__LeaseResponse *resp, redisReply *entries, unsigned max)
+{
+	for (size_t i = 0; entries != NULL && i < entries->elements &&
+	     resp->n_deliveries < max; i++) {
+		redisReply *e = entries->element[i], *h;
+		Mhs__Store__V1__Delivery *d;
+		const char *id;
+		struct st_rec *r;
+
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+		    e->element[1]->type != REDIS_REPLY_ARRAY ||
+		    e->element[1]->elements < 2)
+			continue; /* deleted entry */
+		id = e->element[1]->element[1]->str;
+		h = st_hgetall(b->st, id);
+		if (h == NULL || state_final(hash_ll(h, "state"))) {
+			if (h != NULL)
+				freeReplyObject(h);
+			lease_ack(b->st, e->element[0]->str);
+			continue;
+		}
+		if ((d = malloc(sizeof(*d))) == NULL) {
+			freeReplyObject(h);
+			return MHS_ENOMEM;
+		}
+		mhs__store__v1__delivery__init(d);
+		d->message_id = strdup(id);
+		d->lease_id = strdup(e->element[0]->str);
+		d->interaction_id = hash_str(h, "interaction");
+		d->prescription_id = hash_str(h, "rx");
+		d->sender_ods = hash_str(h, "ods");
+		d->recipient_ods = hash_str(h, "recipient");
+		d->content_type = hash_str(h, "ctype");
+		d->attempts = (uint32_t) hash_ll(h, "attempts");
+		d->accepted_at_ms = hash_ll(h, "accepted_at");
+		{
+			redisReply *p = hash_field(h, "payload");
+			d->payload.len = p ? p->len : 0;
+			d->payload.data = malloc(d->payload.len + 1);
+			if (p != NULL && d->payload.data != NULL)
+				memcpy(d->payload.data, p->str, p->len);
+		}
+		freeReplyObject(h);
+		resp->deliveries[resp->n_deliveries++] = d;
+		r = batch_rec(b, op, d->message_id,
+		    MHS__STORE__V1__RECORD_KIND__RECORD_KIND_STATE);
+		if (r == NULL)
+			return MHS_ENOMEM;
+		r->r.state = MHS__V1__MESSAGE_STATE__MESSAGE_STATE_SENDING;
+		r->r.attempts = d->attempts + 1;
+		r->r.reason = "";
+	}
+	return 0;
+}
+
+static void
+do_lease(struct st_batch *b, struct st_op *op)
+{
+	const Mhs__Store__V1__LeaseRequest *in = (const void *) op->in;
+	unsigned max = in->max_messages ? in->max_messages : 16;
+	Mhs__Store__V1__LeaseResponse *resp = malloc(sizeof(*resp));
+
+	if (max > 256)
+		max = 256;
+	if (resp != NULL)
+		mhs__store__v1__lease_response__init(resp);
+	if (resp == NULL ||
+	    (resp->deliveries = calloc(max, sizeof(void *))) == NULL) {
+		free(resp);
+		op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+		return;
+	}
+	op->out = &resp->base;
+	op->out_free = lease_free;
+	for (int claim = 1; claim >= 0 && resp->n_deliveries < max; claim--) {
+		redisReply *rep = lease_read(b->st, in, claim != 0,
+		    max - (unsigned) resp->n_deliveries);
+		redisReply *entries = NULL;
+
+		if (rep == NULL) {
+			op_fail(op, MHS_CODE_UNAVAILABLE, "Redis unavailable");
+			return;
+		}
+		if (claim && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2)
+			entries = rep->element[1];
+		else if (!claim && rep->type == REDIS_REPLY_ARRAY &&
+		    rep->elements == 1 && rep->element[0]->elements == 2)
+			entries = rep->element[0]->element[1];
+		if (lease_take(b, op, resp, entries, max) != 0)
+			op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+		freeReplyObject(rep);
+	}
+	atomic_fetch_add(&b->st->stats.leases, resp->n_deliveries);
+}
+
+static const int outcome_state[] = {
+	[MHS__STORE__V1__OUTCOME__OUTCOME_DELIVERED] =
+	    MHS__V1__MESSAGE_STATE__MESSAGE_STATE_DELIVERED,
+	[MHS__STORE__V1__OUTCOME__OUTCOME_RETRY] =
+	    MHS__V1__MESSAGE_STATE__MESSAGE_STATE_RETRYING,
+	[MHS__STORE__V1__OUTCOME__OUTCOME_FAILED] =
+	    MHS__V1__MESSAGE_STATE__MESSAGE_STATE_FAILED,
+	[MHS__STORE__V1__OUTCOME__OUTCOME_EXPIRED] =
+	    MHS__V1__MESSAGE_STATE__MESSAGE_STATE_EXPIRED,
+	[MHS__STORE__V1__OUTCOME__OUTCOME_RESPONDED] =
+	    MHS__V1__MESSAGE_STATE__MESSAGE_STATE_RESPONDED,
+};
+
+static void
+report_free(ProtobufCMessage *m)
+{
+	free(m);
+}
+
+static void
+do_report(struct st_batch *b, struct st_op *op)
+{
+	const Mhs__Store__V1__ReportRequest *in = (const void *) op->in;
+	Mhs__Store__V1__ReportResponse *resp;
+	redisReply *h;
+	struct st_rec *r;
+
+	if (in->outcome < 1 || in->outcome > 5) {
+		op_fail(op, MHS_CODE_INVALID_ARGUMENT, "outcome: unknown");
+		return;
+	}
+	if ((h = st_hgetall(b->st, in->message_id)) == NULL) {
+		op_fail(op, b->st->redis.c ? MHS_CODE_NOT_FOUND
+					   : MHS_CODE_UNAVAILABLE,
+		    "no such message");
+		return;
+	}
+	if (state_final(hash_ll(h, "state")) &&
+	    in->outcome != MHS__STORE__V1__OUTCOME__OUTCOME_RESPONDED) {
+		freeReplyObject(h); /* already settled: keep the first outcome */
+	} else {
+		r = batch_rec(b, op, in->message_id,
+		    MHS__STORE__V1__RECORD_KIND__RECORD_KIND_STATE);
+		if (r != NULL) {
+			r->r.state = outcome_state[in->outcome];
+			r->r.attempts = (uint32_t) hash_ll(h, "attempts");
+			r->r.reason = in->reason;
+			r->r.retry_at_ms = in->retry_at_ms;
+			r->r.response_payload = in->response_payload;
+		}
+		freeReplyObject(h);
+		if (r == NULL) {
+			op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+			return;
+		}
+	}
+	if ((resp = malloc(sizeof(*resp))) == NULL) {
+		op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+		return;
+	}
+	mhs__store__v1__report_response__init(resp);
+	resp->state = outcome_state[in->outcome];
+	op->out = &resp->base;
+	op->out_free = report_free;
+	atomic_fetch_add(&b->st->stats.reports, 1);
+}
+
+/* ---- the batch ---- */
+
+static void
+op_fail(struct st_op *op, int code, const char *msg)
+{
+	op->code = code;
+	snprintf(op->message, sizeof(op->message), "%s", msg);
+}
+
+static int
+batch_journal(struct st_batch *b)
+{
+	struct mhs_journal_entry *e;
+	uint64_t first = 0;
+	int rv = 0;
+
+	if (b->n == 0)
+		return 0;
+	if ((e = calloc(b->n, sizeof(*e))) == NULL)
+		return MHS_ENOMEM;
+	for (size_t i = 0; i < b->n && rv == 0; i++) {
+		struct st_rec *r = &b->recs[i];
+		r->len = protobuf_c_message_get_packed_size(&r->r.base);
+		if ((r->packed = malloc(r->len ? r->len : 1)) == NULL) {
+			rv = MHS_ENOMEM;
+			break;
+		}
+		protobuf_c_message_pack(&r->r.base, r->packed);
+		e[i].body = r->packed;
+		e[i].len = r->len;
+		e[i].time_ms = r->r.time_ms;
+		atomic_fetch_add(&b->st->stats.journal_bytes, r->len);
+	}
+	if (rv == 0) {
+		int64_t t0 = mhs_mono_ms();
+		rv = mhs_journal_append(b->st->journal, e, b->n, &first);
+		atomic_fetch_add(&b->st->stats.fsync_us_sum,
+		    (unsigned long long) (mhs_mono_ms() - t0) * 1000);
+	}
+	for (size_t i = 0; rv == 0 && i < b->n; i++)
+		b->recs[i].seq = first + i;
+	free(e);
+	return rv;
+}
+
+static void
+batch_apply(struct st_batch *b)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < b->n; i++) {
+		if (st_redis_append_apply(b->st, b->recs[i].seq,
+			&b->recs[i].r) != 0)
+			break;
+		n++;
+	}
+	if (n > 0 && st_redis_drain(b->st, n) == 0)
+		b->st->redis.applied_seq = b->recs[n - 1].seq;
+	/* Leases settled by a Report leave the routers' pending list. */
+	for (size_t i = 0; i < b->n; i++) {
+		struct st_op *op = b->recs[i].op;
+		if (op != NULL && op->kind == ST_REPORT) {
+			const Mhs__Store__V1__ReportRequest *in =
+			    (const void *) op->in;
+			if (in->lease_id[0] != '\0')
+				lease_ack(b->st, in->lease_id);
+		}
+	}
+}
+
+static void
+batch_read(struct st_batch *b, struct st_op *ops, struct st_op **apps,
+    size_t *napps)
+{
+	for (struct st_op *op = ops; op != NULL; op = op->next) {
+		switch (op->kind) {
+		case ST_APPEND:
+			if (append_fingerprint(op) != 0)
+				op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+			else
+				apps[(*napps)++] = op;
+			break;
+		case ST_GET:
+			do_get(b, op);
+			break;
+		case ST_LEASE:
+			do_lease(b, op);
+			break;
+		case ST_REPORT:
+			do_report(b, op);
+			break;
+		default:
+			op_fail(op, MHS_CODE_UNIMPLEMENTED,
+			    "not served by this store version yet");
+			break;
+		}
+	}
+}
+
+static void
+worker_batch(struct store *st, struct st_op *ops, size_t nops)
+{
+	struct st_batch b = {st, NULL, 0, 0, mhs_now_ms()};
+	struct st_op **apps = calloc(nops, sizeof(*apps)), *next;
+	size_t napps = 0;
+	int rv;
+
+	if (apps == NULL || st_redis_ensure(st) != 0 ||
+	    mhs_journal_failed(st->journal) != 0) {
+		for (struct st_op *op = ops; op != NULL; op = op->next)
+			op_fail(op, MHS_CODE_UNAVAILABLE,
+			    apps == NULL ? "out of memory"
+			    : mhs_journal_failed(st->journal)
+				? "journal failed: store not accepting"
+				: "Redis unavailable");
+		goto answer;
+	}
+	batch_read(&b, ops, apps, &napps);
+	if (napps > 0 && appends_dedup(&b, apps, napps) != 0)
+		for (size_t i = 0; i < napps; i++)
+			op_fail(apps[i], MHS_CODE_UNAVAILABLE, "Redis unavailable");
+	appends_record(&b, apps, napps);
+	if ((rv = batch_journal(&b)) != 0) {
+		mhs_error("journal_failed", "append failed, store stops "
+					    "accepting: %s", mhs_strerror(rv));
+		atomic_store(&st->journal_ok, false);
+		for (size_t i = 0; i < b.n; i++)
+			if (b.recs[i].op != NULL)
+				op_fail(b.recs[i].op, MHS_CODE_UNAVAILABLE,
+				    "journal write failed");
+	} else {
+		batch_apply(&b);
+	}
+	appends_answer(&b, apps, napps);
+	atomic_fetch_add(&st->stats.batches, 1);
+	atomic_fetch_add(&st->stats.batch_ops, nops);
+answer:
+	for (struct st_op *op = ops; op != NULL; op = next) {
+		next = op->next;
+		st_op_finish(op);
+	}
+	for (size_t i = 0; i < b.n; i++)
+		free(b.recs[i].packed);
+	free(b.recs);
+	free(apps);
+}
+
+/* Moves retries that are due back onto the delivery stream. */
+static void
+worker_promote_retries(struct store *st)
+{
+	char zkey[128], now[24], stream[128];
+	const char *range[] = {"ZRANGEBYSCORE", zkey, "-inf", now, "LIMIT", "0",
+		"256"};
+	redisReply *rep;
+
+	if (st->redis.c == NULL)
+		return;
+	snprintf(zkey, sizeof(zkey), "%s:retry", st->cfg.prefix);
+	snprintf(stream, sizeof(stream), "%s:deliver", st->cfg.prefix);
+	snprintf(now, sizeof(now), "%lld", (long long) mhs_now_ms());
+	if ((rep = st_redis_cmd(st, 7, range, NULL)) == NULL)
+		return;
+	for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements;
+	     i++) {
+		const char *id = rep->element[i]->str;
+		const char *xadd[] = {"XADD", stream, "*", "id", id};
+		const char *zrem[] = {"ZREM", zkey, id};
+		redisReply *r1 = st_redis_cmd(st, 5, xadd, NULL), *r2;
+
+		if (r1 == NULL)
+			break;
+		freeReplyObject(r1);
+		if ((r2 = st_redis_cmd(st, 3, zrem, NULL)) == NULL)
+			break;
+		freeReplyObject(r2);
+	}
+	freeReplyObject(rep);
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct store *st = arg;
+	int64_t last_tick = 0;
+
+	pthread_mutex_lock(&st->lock);
+	while (!st->stop) {
+		struct st_op *ops = st->head, **pp = &st->head, *rest;
+		size_t n = 0;
+
+		if (ops == NULL) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 100 * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&st->cv, &st->lock, &ts);
+		}
+		/* Take up to max_batch ops off the queue. */
+		while (*pp != NULL && n < (size_t) st->cfg.max_batch) {
+			pp = &(*pp)->next;
+			n++;
+		}
+		rest = *pp;
+		*pp = NULL;
+		st->head = rest;
+		if (rest == NULL)
+			st->tail = &st->head;
+		pthread_mutex_unlock(&st->lock);
+		if (n > 0)
+			worker_batch(st, ops, n);
+		if (mhs_mono_ms() - last_tick >= 100) {
+			last_tick = mhs_mono_ms();
+			if (st_redis_ensure(st) == 0)
+				worker_promote_retries(st);
+		}
+		pthread_mutex_lock(&st->lock);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return NULL;
+}
+
+int
+st_worker_start(struct store *st)
+{
+	pthread_mutex_init(&st->lock, NULL);
+	pthread_cond_init(&st->cv, NULL);
+	st->head = NULL;
+	st->tail = &st->head;
+	return pthread_create(&st->worker, NULL, worker_main, st) == 0
+	    ? 0
+	    : MHS_ENOMEM;
+}
+
+void
+st_worker_stop(struct store *st)
+{
+	pthread_mutex_lock(&st->lock);
+	st->stop = true;
+	pthread_cond_signal(&st->cv);
+	pthread_mutex_unlock(&st->lock);
+	pthread_join(st->worker, NULL);
+}

@@ -1,0 +1,241 @@
+/*
+ * Design notes: see stack.h. Waits are bounded and poll a condition
+ * (stack.env present, process gone); failures say what was awaited.
+ */
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <dirent.h>
+
+#include "stack.h"
+#include "util.h"
+#include "validate.h"
+
+static bool
+port_free(int port)
+{
+	struct sockaddr_in a = {0};
+	int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+
+	a.sin_family = AF_INET;
+	a.sin_port = htons((uint16_t) port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ok = bind(fd, (struct sockaddr *) &a, sizeof(a)) == 0;
+	close(fd);
+	return ok;
+}
+
+static int
+free_port_base(int n)
+{
+	srand((unsigned) (getpid() ^ time(NULL)));
+	for (int tries = 0; tries < 200; tries++) {
+		int base = 20000 + rand() % 35000, i;
+		for (i = 0; i < n && port_free(base + i); i++)
+			;
+		if (i == n)
+			return base;
+	}
+	return -1;
+}
+
+static void
+env_value(const char *line, const char *key, char *out, size_t len)
+{
+	size_t k = strlen(key);
+
+	if (strncmp(line, key, k) == 0 && line[k] == '=') {
+		snprintf(out, len, "%s", line + k + 1);
+		out[strcspn(out, "\n")] = '\0';
+	}
+}
+
+static bool
+stack_read_env(struct stack *s)
+{
+	char path[300], line[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/stack.env", s->dir);
+	if ((f = fopen(path, "r")) == NULL)
+		return false;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		env_value(line, "MHS_GATEWAY_URL", s->gateway_url,
+		    sizeof(s->gateway_url));
+		env_value(line, "MHS_HTTP_URL", s->http_url, sizeof(s->http_url));
+		env_value(line, "MHS_SPINE_URL", s->spine_url,
+		    sizeof(s->spine_url));
+		env_value(line, "MHS_SPINE_CA", s->spine_ca, sizeof(s->spine_ca));
+		env_value(line, "MHS_SPINE_CLIENT_CERT", s->client_cert,
+		    sizeof(s->client_cert));
+		env_value(line, "MHS_SPINE_CLIENT_KEY", s->client_key,
+		    sizeof(s->client_key));
+		env_value(line, "MHS_TOKEN", s->token, sizeof(s->token));
+		env_value(line, "MHS_PIDS_DIR", s->pids_dir, sizeof(s->pids_dir));
+	}
+	fclose(f);
+	return s->gateway_url[0] && s->token[0] && s->pids_dir[0];
+}
+
+bool
+stack_start(struct stack *s, int routers)
+{
+	char base[16], nrouters[16], log[300];
+
+	memset(s, 0, sizeof(*s));
+	snprintf(s->dir, sizeof(s->dir), "/tmp/mhs-it-XXXXXX");
+	if (mkdtemp(s->dir) == NULL)
+		return false;
+	if ((s->port_base = free_port_base(5 + routers)) < 0)
+		return false;
+	snprintf(base, sizeof(base), "%d", s->port_base);
+	snprintf(nrouters, sizeof(nrouters), "%d", routers);
+	snprintf(log, sizeof(log), "%s/run.out", s->dir);
+	if ((s->pid = fork()) == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		setpgid(0, 0);
+		execl("/bin/bash", "bash", MHS_SOURCE_DIR "/scripts/run", "--dir",
+		    s->dir, "--port-base", base, "--routers", nrouters, "--bin",
+		    MHS_BUILD_DIR, (char *) NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 1200; i++) { /* up to 120 s: ASan builds are slow */
+		int st;
+		if (stack_read_env(s))
+			return true;
+		if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+			fprintf(stderr, "scripts/run exited early; see %s\n", log);
+			s->pid = 0;
+			return false;
+		}
+		usleep(100000);
+	}
+	fprintf(stderr, "stack.env did not appear in 120 s; see %s\n", log);
+	return false;
+}
+
+static int
+pids_collect(const struct stack *s, pid_t *out, int max)
+{
+	DIR *d = opendir(s->pids_dir);
+	struct dirent *e;
+	int n = 0;
+
+	while (d != NULL && (e = readdir(d)) != NULL && n < max) {
+		char path[600];
+		FILE *f;
+		int pid;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", s->pids_dir, e->d_name);
+		if ((f = fopen(path, "r")) != NULL) {
+			if (fscanf(f, "%d", &pid) == 1)
+				out[n++] = pid;
+			fclose(f);
+		}
+	}
+	if (d != NULL)
+		closedir(d);
+	return n;
+}
+
+bool
+stack_stop(struct stack *s)
+{
+	pid_t pids[32];
+	int n = pids_collect(s, pids, 32), st;
+	bool exited = false;
+
+	if (s->pid <= 0)
+		return false;
+	kill(s->pid, SIGTERM);
+	for (int i = 0; i < 600 && !exited; i++) { /* 60 s */
+		exited = waitpid(s->pid, &st, WNOHANG) == s->pid;
+		if (!exited)
+			usleep(100000);
+	}
+	if (!exited) {
+		fprintf(stderr, "scripts/run did not stop within 60 s\n");
+		kill(-s->pid, SIGKILL);
+		waitpid(s->pid, &st, 0);
+		return false;
+	}
+	for (int i = 0; i < n; i++) {
+		if (kill(pids[i], 0) == 0 || errno != ESRCH) {
+			fprintf(stderr, "process %d still running after stop\n",
+			    (int) pids[i]);
+			return false;
+		}
+	}
+	return n > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+static size_t
+http_write(char *data, size_t size, size_t n, void *arg)
+{
+	mhs_buf_append(arg, data, size * n);
+	return size * n;
+}
+
+int
+stack_http(const struct stack *s, const char *method, const char *url,
+    const char *body, struct mhs_buf *out)
+{
+	CURL *c = curl_easy_init();
+	long status = -1;
+
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c, CURLOPT_CAINFO, s->spine_ca);
+	curl_easy_setopt(c, CURLOPT_SSLCERT, s->client_cert);
+	curl_easy_setopt(c, CURLOPT_SSLKEY, s->client_key);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_write);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+	if (body != NULL)
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	return (int) status;
+}
+
+void
+test_nhs_number(unsigned seed, char out[11])
+{
+	for (unsigned k = 0;; k++) {
+		int sum = 0, check;
+		snprintf(out, 11, "%09u0", (seed * 7919u + k * 104729u) % 1000000000u);
+		for (int i = 0; i < 9; i++)
+			sum += (out[i] - '0') * (10 - i);
+		check = (11 - sum % 11) % 11;
+		if (check == 10)
+			continue;
+		out[9] = (char) ('0' + check);
+		return;
+	}
+}
+
+void
+test_rx_id(unsigned seed, char out[21])
+{
+	char body[18];
+
+	snprintf(body, sizeof(body), "%06XA99968%05X", seed & 0xffffff,
+	    (seed * 2654435761u) & 0xfffff);
+	snprintf(out, 21, "%.6s-%.6s-%.5s%c", body, body + 6, body + 12,
+	    mhs_rx_id_check_char(body));
+}
