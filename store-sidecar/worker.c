@@ -752,10 +752,10 @@ worker_main(void *arg)
 
 	pthread_mutex_lock(&st->lock);
 	while (!st->stop) {
-		struct st_op *ops = st->head, **pp = &st->head, *rest;
+		struct st_op *ops, **pp = &st->head, *rest;
 		size_t n = 0;
 
-		if (ops == NULL) {
+		if (st->head == NULL) {
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_nsec += 100 * 1000000;
@@ -766,6 +766,7 @@ worker_main(void *arg)
 			pthread_cond_timedwait(&st->cv, &st->lock, &ts);
 		}
 		/* Take up to max_batch ops off the queue. */
+		ops = st->head;
 		while (*pp != NULL && n < (size_t) st->cfg.max_batch) {
 			pp = &(*pp)->next;
 			n++;

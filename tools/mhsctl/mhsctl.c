@@ -1,0 +1,314 @@
+/*
+ * Design notes: mhsctl, the operator's command line. Each subcommand is a
+ * small program with its own option table (common/config.h), so every one
+ * has --help. The gateway URL and token come from MHS_GATEWAY_URL and
+ * MHS_TOKEN (so ". run/stack.env; mhsctl status ID" works), or --url and
+ * --token. Exit codes: 0 ok, 1 the call failed (the gRPC code is printed),
+ * 2 bad usage, 3 the gateway could not be reached.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "error.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "mhs/v1/prescriptions.pb-c.h"
+#include "rpc.h"
+#include "status.h"
+
+static const char *const state_names[] = {"UNSPECIFIED", "ACCEPTED",
+	"SENDING", "RETRYING", "DELIVERED", "RESPONDED", "FAILED", "EXPIRED"};
+
+static struct {
+	char *url, *token, *interaction, *rx, *nhs, *sender, *recipient;
+	char *ctype, *payload_file, *key;
+	long long timeout_ms;
+	bool json;
+} o;
+
+#define COMMON_OPTS                                                       \
+	{"url", MHS_OPT_STR, "", 0, 0,                                    \
+	    "gateway URL (default: $MHS_GATEWAY_URL)", &o.url},           \
+	    {"token", MHS_OPT_STR, "", 0, 0,                              \
+		"bearer token (default: $MHS_TOKEN)", &o.token},          \
+	    {"timeout-ms", MHS_OPT_INT, "10000", 1, 600000,               \
+		"deadline of the call", &o.timeout_ms},                   \
+	    {"json", MHS_OPT_BOOL, "false", 0, 0, "print JSON", &o.json}
+
+static struct mhs_opt submit_opts[] = {
+	COMMON_OPTS,
+	{"interaction", MHS_OPT_STR, "PORX_IN020101SM31", 0, 0,
+	    "HL7 interaction id", &o.interaction},
+	{"prescription-id", MHS_OPT_STR, "", 0, 0, "short-form prescription ID",
+	    &o.rx},
+	{"nhs-number", MHS_OPT_STR, "", 0, 0, "patient's NHS number", &o.nhs},
+	{"sender-ods", MHS_OPT_STR, "", 0, 0, "sending organisation",
+	    &o.sender},
+	{"recipient-ods", MHS_OPT_STR, "", 0, 0, "receiving organisation",
+	    &o.recipient},
+	{"content-type", MHS_OPT_STR, "text/xml", 0, 0, "payload MIME type",
+	    &o.ctype},
+	{"payload-file", MHS_OPT_STR, "", 0, 0, "HL7 payload file (- = stdin)",
+	    &o.payload_file},
+	{"idempotency-key", MHS_OPT_STR, "", 0, 0,
+	    "the partner's key for this message (required)", &o.key},
+	{NULL, 0, NULL, 0, 0, NULL, NULL},
+};
+
+static struct mhs_opt plain_opts[] = {COMMON_OPTS,
+	{NULL, 0, NULL, 0, 0, NULL, NULL}};
+
+static int
+connect_gateway(struct mhs_client **cl)
+{
+	const char *env;
+	int rv;
+
+	if (o.url[0] == '\0' && (env = getenv("MHS_GATEWAY_URL")) != NULL) {
+		free(o.url);
+		o.url = strdup(env);
+	}
+	if (o.token[0] == '\0' && (env = getenv("MHS_TOKEN")) != NULL) {
+		free(o.token);
+		o.token = strdup(env);
+	}
+	if (o.url[0] == '\0') {
+		fprintf(stderr, "mhsctl: no gateway: set MHS_GATEWAY_URL or "
+				"--url (e.g. . run/stack.env)\n");
+		return 2;
+	}
+	if ((rv = mhs_client_open(cl, o.url)) != 0) {
+		fprintf(stderr, "mhsctl: cannot use %s: %s\n", o.url,
+		    mhs_strerror(rv));
+		return 3;
+	}
+	return 0;
+}
+
+/* call_result prints why a call failed and gives the exit code. */
+static int
+call_result(int code, char *err)
+{
+	if (code < 0) {
+		fprintf(stderr, "mhsctl: no answer from %s: %s\n", o.url,
+		    mhs_strerror(code));
+		free(err);
+		return 3;
+	}
+	if (code > 0)
+		fprintf(stderr, "mhsctl: %s (code %d): %s\n", mhs_code_name(code),
+		    code, err ? err : "");
+	free(err);
+	return code == 0 ? 0 : 1;
+}
+
+static char *
+read_payload(const char *path, size_t *len)
+{
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+	char *buf = NULL;
+	size_t cap = 0, n;
+
+	*len = 0;
+	if (f == NULL)
+		return NULL;
+	do {
+		char *g = realloc(buf, cap + 65536);
+		if (g == NULL) {
+			free(buf);
+			buf = NULL;
+			break;
+		}
+		buf = g;
+		cap += 65536;
+		n = fread(buf + *len, 1, cap - *len, f);
+		*len += n;
+	} while (n > 0 && cap - *len == 0);
+	if (f != stdin)
+		fclose(f);
+	return buf;
+}
+
+static int
+cmd_submit(struct mhs_client *cl)
+{
+	Mhs__V1__SubmitRequest rq = MHS__V1__SUBMIT_REQUEST__INIT;
+	Mhs__V1__SubmitResponse *r = NULL;
+	char auth[300], *err = NULL, *payload;
+	struct mhs_rpc_meta meta[] = {{"authorization", auth}};
+	size_t len;
+	int code;
+
+	if (o.payload_file[0] == '\0' || o.key[0] == '\0') {
+		fprintf(stderr, "mhsctl submit: --payload-file and "
+				"--idempotency-key are required (see --help)\n");
+		return 2;
+	}
+	if ((payload = read_payload(o.payload_file, &len)) == NULL) {
+		fprintf(stderr, "mhsctl submit: cannot read %s\n",
+		    o.payload_file);
+		return 2;
+	}
+	snprintf(auth, sizeof(auth), "Bearer %s", o.token);
+	rq.idempotency_key = o.key;
+	rq.interaction_id = o.interaction;
+	rq.prescription_id = o.rx;
+	rq.nhs_number = o.nhs;
+	rq.sender_ods = o.sender;
+	rq.recipient_ods = o.recipient;
+	rq.content_type = o.ctype;
+	rq.payload.data = (uint8_t *) payload;
+	rq.payload.len = len;
+	code = mhs_client_call(cl, "/mhs.v1.Prescriptions/Submit", &rq.base,
+	    &mhs__v1__submit_response__descriptor, (ProtobufCMessage **) &r,
+	    meta, 1, (int) o.timeout_ms, &err);
+	free(payload);
+	if (code == 0) {
+		if (o.json)
+			printf("{\"message_id\":\"%s\",\"state\":\"%s\","
+			       "\"duplicate\":%s,\"accepted_at_ms\":%lld}\n",
+			    r->message_id, state_names[r->state & 7],
+			    r->duplicate ? "true" : "false",
+			    (long long) r->accepted_at_ms);
+		else
+			printf("%s %s%s\n", r->message_id,
+			    state_names[r->state & 7],
+			    r->duplicate ? " (duplicate)" : "");
+		protobuf_c_message_free_unpacked(&r->base, NULL);
+	}
+	return call_result(code, err);
+}
+
+static int
+cmd_status(struct mhs_client *cl, const char *id)
+{
+	Mhs__V1__GetStatusRequest rq = MHS__V1__GET_STATUS_REQUEST__INIT;
+	Mhs__V1__MessageStatus *s = NULL;
+	char auth[300], *err = NULL;
+	struct mhs_rpc_meta meta[] = {{"authorization", auth}};
+	int code;
+
+	snprintf(auth, sizeof(auth), "Bearer %s", o.token);
+	rq.message_id = (char *) id;
+	code = mhs_client_call(cl, "/mhs.v1.Prescriptions/GetStatus",
+	    &rq.base, &mhs__v1__message_status__descriptor,
+	    (ProtobufCMessage **) &s, meta, 1, (int) o.timeout_ms, &err);
+	if (code == 0) {
+		if (o.json)
+			printf("{\"message_id\":\"%s\",\"state\":\"%s\","
+			       "\"interaction_id\":\"%s\",\"prescription_id\":"
+			       "\"%s\",\"attempts\":%u,\"accepted_at_ms\":%lld,"
+			       "\"updated_at_ms\":%lld}\n",
+			    s->message_id, state_names[s->state & 7],
+			    s->interaction_id, s->prescription_id, s->attempts,
+			    (long long) s->accepted_at_ms,
+			    (long long) s->updated_at_ms);
+		else
+			printf("message_id      %s\nstate           %s\n"
+			       "interaction     %s\nprescription_id %s\n"
+			       "sender_ods      %s\nattempts        %u\n"
+			       "last_error      %s\n",
+			    s->message_id, state_names[s->state & 7],
+			    s->interaction_id, s->prescription_id,
+			    s->sender_ods, s->attempts, s->last_error);
+		protobuf_c_message_free_unpacked(&s->base, NULL);
+	}
+	return call_result(code, err);
+}
+
+static int
+cmd_health(struct mhs_client *cl)
+{
+	Grpc__Health__V1__HealthCheckRequest rq =
+	    GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	Grpc__Health__V1__HealthCheckResponse *r = NULL;
+	char *err = NULL;
+	int code, serving = 0;
+
+	code = mhs_client_call(cl, "/grpc.health.v1.Health/Check", &rq.base,
+	    &grpc__health__v1__health_check_response__descriptor,
+	    (ProtobufCMessage **) &r, NULL, 0, (int) o.timeout_ms, &err);
+	if (code == 0) {
+		serving = r->status ==
+		    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+		printf("%s\n", serving ? "SERVING" : "NOT_SERVING");
+		protobuf_c_message_free_unpacked(&r->base, NULL);
+	}
+	code = call_result(code, err);
+	return code == 0 && !serving ? 1 : code;
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "Usage: mhsctl COMMAND [OPTIONS]\n"
+	    "Commands:\n"
+	    "  submit --payload-file F --idempotency-key K ...  submit a "
+	    "message\n"
+	    "  status MESSAGE_ID                               show a "
+	    "message's state\n"
+	    "  health                                          ask the "
+	    "gateway whether it is serving\n"
+	    "Every command takes --help. The gateway and token come from "
+	    "MHS_GATEWAY_URL\nand MHS_TOKEN (. run/stack.env) or --url and "
+	    "--token.\n"
+	    "Exit codes: 0 ok, 1 the call failed, 2 bad usage, 3 gateway "
+	    "unreachable.\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	struct mhs_program prog = {"mhsctl", "mhsctl", "", plain_opts};
+	struct mhs_client *cl = NULL;
+	const char *cmd, *arg = NULL;
+	int rv, skip = 1;
+
+	if (argc < 2 || strcmp(argv[1], "--help") == 0 ||
+	    strcmp(argv[1], "-h") == 0) {
+		usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	if (strcmp(argv[1], "--version") == 0) {
+		printf("mhsctl %s\n", MHS_VERSION);
+		return 0;
+	}
+	cmd = argv[1];
+	if (strcmp(cmd, "submit") == 0) {
+		prog.name = "mhsctl submit";
+		prog.summary = "Submit one prescription message.";
+		prog.opts = submit_opts;
+	} else if (strcmp(cmd, "status") == 0) {
+		prog.name = "mhsctl status MESSAGE_ID";
+		prog.summary = "Show one message's state.";
+		if (argc > 2 && strncmp(argv[2], "--", 2) != 0) {
+			arg = argv[2];
+			skip = 2;
+		}
+	} else if (strcmp(cmd, "health") == 0) {
+		prog.name = "mhsctl health";
+		prog.summary = "Ask the gateway whether it is serving.";
+	} else {
+		fprintf(stderr, "mhsctl: unknown command \"%s\"\n", cmd);
+		usage(stderr);
+		return 2;
+	}
+	if ((rv = mhs_config_load(&prog, argc - skip, argv + skip)) != 0)
+		return rv > 0 ? 0 : 2;
+	if (strcmp(cmd, "status") == 0 && arg == NULL) {
+		fprintf(stderr, "mhsctl status: give a MESSAGE_ID\n");
+		return 2;
+	}
+	if ((rv = connect_gateway(&cl)) != 0)
+		return rv;
+	if (strcmp(cmd, "submit") == 0)
+		rv = cmd_submit(cl);
+	else if (strcmp(cmd, "status") == 0)
+		rv = cmd_status(cl, arg);
+	else
+		rv = cmd_health(cl);
+	mhs_client_close(cl);
+	return rv;
+}
