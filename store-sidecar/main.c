@@ -139,14 +139,8 @@ st_open_journal(void)
 		    st.cfg.journal_dir, mhs_strerror(rv));
 		return rv;
 	}
-	if (rec.torn_bytes > 0)
-		mhs_warn("journal_torn_tail",
-		    "cut %llu bytes of a torn record from the end of %s",
-		    (unsigned long long) rec.torn_bytes, rec.torn_file);
-	mhs_info("journal_open", "%s: %llu records in %u segments, last seq "
-				 "%llu, fsync %s",
-	    st.cfg.journal_dir, (unsigned long long) rec.records,
-	    rec.segments, (unsigned long long) rec.last_seq, st.cfg.fsync);
+	/* The journal logs what recovery found (torn tail, counts). */
+	mhs_info("journal_fsync", "fsync policy %s", st.cfg.fsync);
 	atomic_store(&st.journal_ok, true);
 	return 0;
 }

@@ -11,6 +11,7 @@
 #include <curl/curl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "mhs/v1/prescriptions.pb-c.h"
@@ -146,7 +147,7 @@ Test(walking_skeleton, hundred_messages_reach_spine, .init = setup,
 	cr_assert_eq(stack_http(&stk, "GET", url, NULL, &sim), 200);
 	for (int i = 0; i < N_MESSAGES; i++) {
 		char needle[64];
-		snprintf(needle, sizeof(needle), "\"message_id\":\"%s\"", ids[i]);
+		snprintf(needle, sizeof(needle), "\"message_id\":\"%.36s\"", ids[i]);
 		cr_assert(sim.data != NULL && strstr(sim.data, needle) != NULL,
 		    "simulator did not see %s", ids[i]);
 	}
