@@ -15,7 +15,10 @@ struct mhs_buf {
 	int err;
 };
 
-#define MHS_BUF_INIT {NULL, 0, 0, 0}
+#define MHS_BUF_INIT                                                          \
+	{                                                                     \
+		NULL, 0, 0, 0                                                 \
+	}
 
 void mhs_buf_append(struct mhs_buf *b, const void *data, size_t len);
 void mhs_buf_puts(struct mhs_buf *b, const char *s);

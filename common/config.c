@@ -19,7 +19,8 @@ config_find(const struct mhs_program *prog, const char *name)
 		size_t i;
 
 		for (i = 0; o->name[i] != '\0' && name[i] != '\0'; i++) {
-			char a = o->name[i], b = name[i] == '_' ? '-' : name[i];
+			char a = o->name[i],
+			     b = name[i] == '_' ? '-' : name[i];
 			if (a != b)
 				break;
 		}
@@ -79,8 +80,8 @@ struct ini_ctx {
 };
 
 static int
-config_ini_entry(void *arg, const char *section, const char *name,
-    const char *value)
+config_ini_entry(
+    void *arg, const char *section, const char *name, const char *value)
 {
 	struct ini_ctx *ctx = arg;
 	struct mhs_opt *o;
@@ -106,14 +107,15 @@ mhs_config_usage(const struct mhs_program *prog)
 	printf("Usage: %s [--config FILE] [--OPTION VALUE]...\n%s\n\n"
 	       "Options (also as keys in FILE, section [%s]):\n",
 	    prog->name, prog->summary, prog->section);
-	printf("  %-22s %s\n", "--config FILE", "read options from an INI file");
+	printf(
+	    "  %-22s %s\n", "--config FILE", "read options from an INI file");
 	for (struct mhs_opt *o = prog->opts; o->name != NULL; o++) {
 		char flag[64], bounds[80] = "";
 
 		snprintf(flag, sizeof(flag), "--%s%s", o->name,
-		    o->type == MHS_OPT_BOOL ? " BOOL"
-		    : o->type == MHS_OPT_INT ? " N"
-					     : " VALUE");
+		    o->type == MHS_OPT_BOOL      ? " BOOL"
+		        : o->type == MHS_OPT_INT ? " N"
+		                                 : " VALUE");
 		if (o->type == MHS_OPT_INT)
 			snprintf(bounds, sizeof(bounds), " [%lld..%lld]",
 			    o->min, o->max);
@@ -148,7 +150,8 @@ mhs_config_load(const struct mhs_program *prog, int argc, char **argv)
 		return rv;
 	/* 1. --help, --version and --config first: the file is the base. */
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+		if (strcmp(argv[i], "--help") == 0 ||
+		    strcmp(argv[i], "-h") == 0) {
 			mhs_config_usage(prog);
 			return 1;
 		}
@@ -166,13 +169,15 @@ mhs_config_load(const struct mhs_program *prog, int argc, char **argv)
 		int line = ini_parse(file, config_ini_entry, &ctx);
 
 		if (line < 0) {
-			fprintf(stderr, "%s: cannot read %s\n", prog->name, file);
+			fprintf(
+			    stderr, "%s: cannot read %s\n", prog->name, file);
 			return MHS_EIO;
 		}
 		if (ctx.err != 0)
 			return ctx.err;
 		if (line > 0) {
-			fprintf(stderr, "%s: line %d: syntax error\n", file, line);
+			fprintf(
+			    stderr, "%s: line %d: syntax error\n", file, line);
 			return MHS_EINVAL;
 		}
 	}
@@ -183,8 +188,10 @@ mhs_config_load(const struct mhs_program *prog, int argc, char **argv)
 		struct mhs_opt *o;
 
 		if (strncmp(arg, "--", 2) != 0) {
-			fprintf(stderr, "%s: unexpected argument \"%s\" "
-					"(try --help)\n", prog->name, arg);
+			fprintf(stderr,
+			    "%s: unexpected argument \"%s\" "
+			    "(try --help)\n",
+			    prog->name, arg);
 			return MHS_EINVAL;
 		}
 		arg += 2;
@@ -201,7 +208,8 @@ mhs_config_load(const struct mhs_program *prog, int argc, char **argv)
 			continue;
 		}
 		if ((o = config_find(prog, name)) == NULL) {
-			fprintf(stderr, "%s: unknown option --%s (try --help)\n",
+			fprintf(stderr,
+			    "%s: unknown option --%s (try --help)\n",
 			    prog->name, name);
 			return MHS_EINVAL;
 		}

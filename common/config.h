@@ -18,19 +18,19 @@ enum mhs_opt_type {
 };
 
 struct mhs_opt {
-	const char *name;	/* "listen" for --listen */
+	const char *name; /* "listen" for --listen */
 	enum mhs_opt_type type;
-	const char *def;	/* default as text; NULL means empty */
-	long long min, max;	/* bounds for MHS_OPT_INT */
+	const char *def;    /* default as text; NULL means empty */
+	long long min, max; /* bounds for MHS_OPT_INT */
 	const char *help;
-	void *dst;		/* char ** | long long * | bool * */
+	void *dst; /* char ** | long long * | bool * */
 };
 
 struct mhs_program {
-	const char *name;	/* "mhs-gateway" */
-	const char *section;	/* INI section: "gateway" */
-	const char *summary;	/* one line for --help */
-	struct mhs_opt *opts;	/* terminated by an entry with name NULL */
+	const char *name;     /* "mhs-gateway" */
+	const char *section;  /* INI section: "gateway" */
+	const char *summary;  /* one line for --help */
+	struct mhs_opt *opts; /* terminated by an entry with name NULL */
 };
 
 /*

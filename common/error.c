@@ -8,21 +8,21 @@
 #include "error.h"
 
 static const char *const mhs_err_names[] = {
-	[0] = "success",
-	[1] = "out of memory",
-	[2] = "invalid argument",
-	[3] = "I/O error",
-	[4] = "no space left on device",
-	[5] = "deadline exceeded",
-	[6] = "not found",
-	[7] = "already exists",
-	[8] = "unavailable",
-	[9] = "data corrupt",
-	[10] = "closed",
-	[11] = "too big",
-	[12] = "permission denied",
-	[13] = "protocol error",
-	[14] = "wrong state",
+    [0] = "success",
+    [1] = "out of memory",
+    [2] = "invalid argument",
+    [3] = "I/O error",
+    [4] = "no space left on device",
+    [5] = "deadline exceeded",
+    [6] = "not found",
+    [7] = "already exists",
+    [8] = "unavailable",
+    [9] = "data corrupt",
+    [10] = "closed",
+    [11] = "too big",
+    [12] = "permission denied",
+    [13] = "protocol error",
+    [14] = "wrong state",
 };
 
 const char *

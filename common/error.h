@@ -9,20 +9,20 @@
 
 enum mhs_err {
 	MHS_OK = 0,
-	MHS_ENOMEM = -1,	/* out of memory */
-	MHS_EINVAL = -2,	/* bad argument or malformed input */
-	MHS_EIO = -3,		/* I/O error */
-	MHS_ENOSPC = -4,	/* no space left on device */
-	MHS_ETIMEDOUT = -5,	/* deadline passed */
-	MHS_ENOTFOUND = -6,	/* no such item */
-	MHS_EEXIST = -7,	/* already exists with other content */
-	MHS_EUNAVAIL = -8,	/* dependency unreachable */
-	MHS_ECORRUPT = -9,	/* stored data failed its check */
-	MHS_ECLOSED = -10,	/* object closed or failed earlier */
-	MHS_ETOOBIG = -11,	/* input larger than its limit */
-	MHS_EPERM = -12,	/* not permitted */
-	MHS_EPROTO = -13,	/* peer broke the protocol */
-	MHS_ESTATE = -14,	/* wrong state for this operation */
+	MHS_ENOMEM = -1,    /* out of memory */
+	MHS_EINVAL = -2,    /* bad argument or malformed input */
+	MHS_EIO = -3,       /* I/O error */
+	MHS_ENOSPC = -4,    /* no space left on device */
+	MHS_ETIMEDOUT = -5, /* deadline passed */
+	MHS_ENOTFOUND = -6, /* no such item */
+	MHS_EEXIST = -7,    /* already exists with other content */
+	MHS_EUNAVAIL = -8,  /* dependency unreachable */
+	MHS_ECORRUPT = -9,  /* stored data failed its check */
+	MHS_ECLOSED = -10,  /* object closed or failed earlier */
+	MHS_ETOOBIG = -11,  /* input larger than its limit */
+	MHS_EPERM = -12,    /* not permitted */
+	MHS_EPROTO = -13,   /* peer broke the protocol */
+	MHS_ESTATE = -14,   /* wrong state for this operation */
 };
 
 /* mhs_strerror names an mhs_err; unknown values give "unknown error". */

@@ -65,8 +65,7 @@ mhs_json_escape(char *buf, size_t len, size_t cap, const char *s)
 }
 
 static size_t
-log_field(char *buf, size_t len, size_t cap, const char *key,
-    const char *val)
+log_field(char *buf, size_t len, size_t cap, const char *key, const char *val)
 {
 	int n = snprintf(buf + len, cap - len, ",\"%s\":\"", key);
 
@@ -80,8 +79,8 @@ log_field(char *buf, size_t len, size_t cap, const char *key,
 }
 
 void
-mhs_log(int level, const char *request_id, const char *event,
-    const char *fmt, ...)
+mhs_log(
+    int level, const char *request_id, const char *event, const char *fmt, ...)
 {
 	char line[2048], msg[1024], ts[32];
 	struct timespec now;
@@ -102,8 +101,8 @@ mhs_log(int level, const char *request_id, const char *event,
 	    "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"component\":\"%s\"", ts,
 	    now.tv_nsec / 1000000, log_names[level & 3], log_component);
 	if (request_id != NULL && request_id[0] != '\0')
-		len = log_field(line, len, sizeof(line) - 2, "request_id",
-		    request_id);
+		len = log_field(
+		    line, len, sizeof(line) - 2, "request_id", request_id);
 	len = log_field(line, len, sizeof(line) - 2, "event", event);
 	len = log_field(line, len, sizeof(line) - 2, "msg", msg);
 	line[len++] = '}';

@@ -30,8 +30,8 @@ void mhs_log(int level, const char *request_id, const char *event,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 #define mhs_debug(ev, ...) mhs_log(MHS_LOG_DEBUG, NULL, ev, __VA_ARGS__)
-#define mhs_info(ev, ...) mhs_log(MHS_LOG_INFO, NULL, ev, __VA_ARGS__)
-#define mhs_warn(ev, ...) mhs_log(MHS_LOG_WARN, NULL, ev, __VA_ARGS__)
+#define mhs_info(ev, ...)  mhs_log(MHS_LOG_INFO, NULL, ev, __VA_ARGS__)
+#define mhs_warn(ev, ...)  mhs_log(MHS_LOG_WARN, NULL, ev, __VA_ARGS__)
 #define mhs_error(ev, ...) mhs_log(MHS_LOG_ERROR, NULL, ev, __VA_ARGS__)
 
 /*

@@ -20,8 +20,8 @@ struct mhs_probe {
 };
 
 static void
-probe_reply(nng_aio *aio, uint16_t status, const char *ctype,
-    const char *body, size_t len)
+probe_reply(nng_aio *aio, uint16_t status, const char *ctype, const char *body,
+    size_t len)
 {
 	nng_http_res *res;
 	int rv;

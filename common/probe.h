@@ -22,8 +22,8 @@ typedef void (*mhs_metrics_fn)(void *arg, struct mhs_buf *out);
 struct mhs_probe;
 
 /* mhs_probe_open serves url ("http://127.0.0.1:8081") until closed. */
-int mhs_probe_open(struct mhs_probe **pp, const char *url,
-    mhs_ready_fn ready, mhs_metrics_fn metrics, void *arg);
+int mhs_probe_open(struct mhs_probe **pp, const char *url, mhs_ready_fn ready,
+    mhs_metrics_fn metrics, void *arg);
 void mhs_probe_close(struct mhs_probe *p);
 
 #endif /* MHS_PROBE_H */

@@ -13,19 +13,19 @@
 #include "routes.h"
 
 static const char *const eps_interactions[] = {
-	"PORX_IN020101SM31", /* parent prescription */
-	"PORX_IN030101SM32", /* cancel request */
-	"PORX_IN060102SM30", /* nominated release request */
-	"PORX_IN132004SM30", /* patient release request */
-	"PORX_IN080101SM31", /* dispense notification */
-	"PORX_IN090101SM31", /* dispense claim */
-	"PORX_IN100101SM31", /* dispense proposal return */
-	"PORX_IN510101SM31", /* withdraw */
+    "PORX_IN020101SM31", /* parent prescription */
+    "PORX_IN030101SM32", /* cancel request */
+    "PORX_IN060102SM30", /* nominated release request */
+    "PORX_IN132004SM30", /* patient release request */
+    "PORX_IN080101SM31", /* dispense notification */
+    "PORX_IN090101SM31", /* dispense claim */
+    "PORX_IN100101SM31", /* dispense proposal return */
+    "PORX_IN510101SM31", /* withdraw */
 };
 
 static int
-routes_add(struct mhs_routes *t, const char *interaction,
-    struct mhs_route **rp)
+routes_add(
+    struct mhs_routes *t, const char *interaction, struct mhs_route **rp)
 {
 	struct mhs_route *r;
 
@@ -90,8 +90,8 @@ ini_num(const char *v, int *out)
 }
 
 static int
-routes_ini_entry(void *arg, const char *section, const char *key,
-    const char *val)
+routes_ini_entry(
+    void *arg, const char *section, const char *key, const char *val)
 {
 	struct routes_ini *ri = arg;
 	struct mhs_route *r = NULL;
@@ -107,28 +107,30 @@ routes_ini_entry(void *arg, const char *section, const char *key,
 			r = &ri->t->routes[i];
 	if (r == NULL && (ri->err = routes_add(ri->t, name, &r)) != 0)
 		return 0;
-#define STR(f)                                                            \
-	if (strcmp(key, #f) == 0) {                                       \
-		snprintf(r->f, sizeof(r->f), "%s", val);                  \
-		return 1;                                                 \
+#define STR(f)                                                                \
+	if (strcmp(key, #f) == 0) {                                           \
+		snprintf(r->f, sizeof(r->f), "%s", val);                      \
+		return 1;                                                     \
 	}
-#define NUM(f)                                                            \
-	if (strcmp(key, #f) == 0) {                                       \
-		if ((ri->err = ini_num(val, &r->f)) == 0)                 \
-			return 1;                                         \
-		fprintf(stderr, "%s: [route %s]: %s: expected a number "  \
-				"from 0, got \"%s\"\n",                     \
-		    ri->file, name, key, val);                            \
-		return 0;                                                 \
+#define NUM(f)                                                                \
+	if (strcmp(key, #f) == 0) {                                           \
+		if ((ri->err = ini_num(val, &r->f)) == 0)                     \
+			return 1;                                             \
+		fprintf(stderr,                                               \
+		    "%s: [route %s]: %s: expected a number "                  \
+		    "from 0, got \"%s\"\n",                                   \
+		    ri->file, name, key, val);                                \
+		return 0;                                                     \
 	}
-#define BOOL(f)                                                           \
-	if (strcmp(key, #f) == 0) {                                       \
-		if ((ri->err = ini_bool(val, &r->f)) == 0)                \
-			return 1;                                         \
-		fprintf(stderr, "%s: [route %s]: %s: expected true or "   \
-				"false, got \"%s\"\n",                      \
-		    ri->file, name, key, val);                            \
-		return 0;                                                 \
+#define BOOL(f)                                                               \
+	if (strcmp(key, #f) == 0) {                                           \
+		if ((ri->err = ini_bool(val, &r->f)) == 0)                    \
+			return 1;                                             \
+		fprintf(stderr,                                               \
+		    "%s: [route %s]: %s: expected true or "                   \
+		    "false, got \"%s\"\n",                                    \
+		    ri->file, name, key, val);                                \
+		return 0;                                                     \
 	}
 	STR(endpoint)
 	STR(pattern)
@@ -144,8 +146,8 @@ routes_ini_entry(void *arg, const char *section, const char *key,
 #undef STR
 #undef NUM
 #undef BOOL
-	fprintf(stderr, "%s: [route %s]: unknown key \"%s\"\n", ri->file,
-	    name, key);
+	fprintf(stderr, "%s: [route %s]: unknown key \"%s\"\n", ri->file, name,
+	    key);
 	ri->err = MHS_EINVAL;
 	return 0;
 }
@@ -157,7 +159,8 @@ mhs_routes_load(struct mhs_routes *t, const char *file)
 	int rv, line;
 
 	memset(t, 0, sizeof(*t));
-	for (size_t i = 0; i < sizeof(eps_interactions) / sizeof(char *); i++) {
+	for (size_t i = 0; i < sizeof(eps_interactions) / sizeof(char *);
+	     i++) {
 		struct mhs_route *r;
 		if ((rv = routes_add(t, eps_interactions[i], &r)) != 0)
 			goto fail;

@@ -19,17 +19,17 @@
 
 struct mhs_route {
 	char interaction[33];
-	char endpoint[256];	/* path under the Spine URL, or a full URL */
-	char pattern[24];	/* "async-reliable", "async-express", ... */
-	int retries;		/* Spine's retriable faults only */
+	char endpoint[256]; /* path under the Spine URL, or a full URL */
+	char pattern[24];   /* "async-reliable", "async-express", ... */
+	int retries;        /* Spine's retriable faults only */
 	int retry_interval_ms;
 	int persist_duration_ms;
 	bool duplicate_elimination;
 	bool ack_requested;
 	bool sync_reply;
 	char cpa_id[33];
-	char to_party[65];	/* Spine's party key */
-	char service[65];	/* eb:Service */
+	char to_party[65]; /* Spine's party key */
+	char service[65];  /* eb:Service */
 };
 
 struct mhs_routes {
@@ -42,7 +42,7 @@ int mhs_routes_load(struct mhs_routes *t, const char *file);
 void mhs_routes_fini(struct mhs_routes *t);
 
 /* mhs_route_find returns the route for interaction, or NULL. */
-const struct mhs_route *mhs_route_find(const struct mhs_routes *t,
-    const char *interaction);
+const struct mhs_route *mhs_route_find(
+    const struct mhs_routes *t, const char *interaction);
 
 #endif /* MHS_ROUTES_H */

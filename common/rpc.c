@@ -128,8 +128,8 @@ mhs_rpc_request_msg(nng_msg **mp, const char *method,
 }
 
 int
-mhs_rpc_table_add_service(struct mhs_rpc_table *t,
-    const ProtobufCServiceDescriptor *svc)
+mhs_rpc_table_add_service(
+    struct mhs_rpc_table *t, const ProtobufCServiceDescriptor *svc)
 {
 	struct mhs_rpc_method *m;
 
@@ -141,8 +141,8 @@ mhs_rpc_table_add_service(struct mhs_rpc_table *t,
 	t->methods = m;
 	for (unsigned i = 0; i < svc->n_methods; i++) {
 		struct mhs_rpc_method *e = &t->methods[t->n++];
-		int n = snprintf(e->path, sizeof(e->path), "/%s/%s",
-		    svc->name, svc->methods[i].name);
+		int n = snprintf(e->path, sizeof(e->path), "/%s/%s", svc->name,
+		    svc->methods[i].name);
 
 		if (n < 0 || (size_t) n >= sizeof(e->path))
 			return MHS_ETOOBIG;
@@ -161,8 +161,8 @@ method_cmp(const void *a, const void *b)
 }
 
 int
-mhs_rpc_table_bind(struct mhs_rpc_table *t, const char *path,
-    const void *handler)
+mhs_rpc_table_bind(
+    struct mhs_rpc_table *t, const char *path, const void *handler)
 {
 	for (size_t i = 0; i < t->n; i++) {
 		if (strcmp(t->methods[i].path, path) == 0) {
@@ -182,7 +182,8 @@ mhs_rpc_table_find(const struct mhs_rpc_table *t, const char *path)
 	    strlen(path) >= sizeof(key.path))
 		return NULL;
 	strcpy(key.path, path);
-	return bsearch(&key, t->methods, t->n, sizeof(*t->methods), method_cmp);
+	return bsearch(
+	    &key, t->methods, t->n, sizeof(*t->methods), method_cmp);
 }
 
 void
@@ -218,7 +219,8 @@ mhs_client_open(struct mhs_client **cp, const char *url)
 		free(c);
 		return mhs_err_nng(rv);
 	}
-	nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+	nng_socket_set_ms(
+	    c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
 	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 20);
 	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 1000);
 	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, 64u << 20);
@@ -242,8 +244,8 @@ mhs_client_close(struct mhs_client *c)
 
 /* client_exchange sends msg (always consumed) and receives the reply. */
 static int
-client_exchange(struct mhs_client *c, nng_msg *msg, int timeout_ms,
-    nng_msg **replyp)
+client_exchange(
+    struct mhs_client *c, nng_msg *msg, int timeout_ms, nng_msg **replyp)
 {
 	nng_ctx ctx;
 	nng_aio *aio;
@@ -296,8 +298,8 @@ mhs_client_call(struct mhs_client *c, const char *method,
 		return rv;
 	if ((rv = client_exchange(c, msg, timeout_ms, &reply)) != 0)
 		return rv;
-	resp = mhs__rpc__v1__response__unpack(NULL, nng_msg_len(reply),
-	    nng_msg_body(reply));
+	resp = mhs__rpc__v1__response__unpack(
+	    NULL, nng_msg_len(reply), nng_msg_body(reply));
 	nng_msg_free(reply);
 	if (resp == NULL)
 		return MHS_EPROTO;
@@ -305,8 +307,8 @@ mhs_client_call(struct mhs_client *c, const char *method,
 	if (errmsg != NULL && resp->message[0] != '\0')
 		*errmsg = strdup(resp->message);
 	if (code == 0 && out_desc != NULL && outp != NULL) {
-		*outp = protobuf_c_message_unpack(out_desc, NULL,
-		    resp->payload.len, resp->payload.data);
+		*outp = protobuf_c_message_unpack(
+		    out_desc, NULL, resp->payload.len, resp->payload.data);
 		if (*outp == NULL)
 			code = MHS_EPROTO;
 	}

@@ -57,7 +57,7 @@ struct mhs_rpc_method {
 	char path[128];
 	const ProtobufCServiceDescriptor *service;
 	const ProtobufCMethodDescriptor *desc; /* ->input, ->output */
-	const void *handler;		       /* NULL: not served (12) */
+	const void *handler;                   /* NULL: not served (12) */
 };
 
 struct mhs_rpc_table {
@@ -67,12 +67,12 @@ struct mhs_rpc_table {
 };
 
 /* mhs_rpc_table_add_service adds every method of svc, unbound. */
-int mhs_rpc_table_add_service(struct mhs_rpc_table *t,
-    const ProtobufCServiceDescriptor *svc);
+int mhs_rpc_table_add_service(
+    struct mhs_rpc_table *t, const ProtobufCServiceDescriptor *svc);
 
 /* mhs_rpc_table_bind sets the handler of "/pkg.Service/Method". */
-int mhs_rpc_table_bind(struct mhs_rpc_table *t, const char *path,
-    const void *handler);
+int mhs_rpc_table_bind(
+    struct mhs_rpc_table *t, const char *path, const void *handler);
 
 /* mhs_rpc_table_seal sorts the table; call once, before serving. */
 void mhs_rpc_table_seal(struct mhs_rpc_table *t);

@@ -74,8 +74,8 @@ mhs_time_iso(int64_t ms, char out[21])
 }
 
 void
-mhs_hmac_sha256(const void *key, size_t keylen, const void *data,
-    size_t len, uint8_t out[32])
+mhs_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
+    uint8_t out[32])
 {
 	unsigned int outlen = 32;
 

@@ -104,7 +104,8 @@ mhs_message_id_check(const char *s)
 		if (i == 8 || i == 13 || i == 18 || i == 23) {
 			if (c != '-')
 				return false;
-		} else if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'))) {
+		} else if (!((c >= '0' && c <= '9') ||
+		               (c >= 'A' && c <= 'F'))) {
 			return false;
 		}
 	}
@@ -120,7 +121,7 @@ mhs_interaction_shape_check(const char *s)
 		return false;
 	for (size_t i = 0; i < n; i++)
 		if (!(isupper((unsigned char) s[i]) ||
-		    isdigit((unsigned char) s[i]) || s[i] == '_'))
+		        isdigit((unsigned char) s[i]) || s[i] == '_'))
 			return false;
 	return true;
 }

@@ -108,7 +108,8 @@ gw_clients_load(struct gw *gw, const char *file)
 	if (fstat(fileno(f), &st) != 0 || (st.st_mode & 077) != 0) {
 		fprintf(stderr,
 		    "clients file %s must not be readable or writable by "
-		    "group or others (chmod 600)\n", file);
+		    "group or others (chmod 600)\n",
+		    file);
 		fclose(f);
 		return MHS_EPERM;
 	}

@@ -24,15 +24,15 @@
 struct gw_client {
 	char id[64];
 	unsigned char token_hash[32]; /* SHA-256 of the bearer token */
-	char **methods;		      /* see auth.c for the patterns */
+	char **methods;               /* see auth.c for the patterns */
 	size_t n_methods;
-	char **ods;		      /* "*" or the sender ODS codes allowed */
+	char **ods; /* "*" or the sender ODS codes allowed */
 	size_t n_ods;
 };
 
 struct gw_config {
-	char *listen;	/* comma-separated nng URLs */
-	char *http;	/* probe URL */
+	char *listen; /* comma-separated nng URLs */
+	char *http;   /* probe URL */
 	char *store_url;
 	char *clients_file;
 	char *routes_file;
@@ -63,7 +63,7 @@ struct gw {
 	struct gw_client *clients;
 	size_t n_clients;
 	struct mhs_rpc_table table;
-	nng_socket rep;	  /* partners */
+	nng_socket rep;   /* partners */
 	nng_socket store; /* REQ to mhs-store */
 	struct gw_ctx **ctxs;
 	size_t n_ctxs;
@@ -77,8 +77,8 @@ struct gw {
 int gw_clients_load(struct gw *gw, const char *file);
 void gw_clients_free(struct gw *gw);
 /* Returns the client whose token matches the bearer header, or NULL. */
-const struct gw_client *gw_authenticate(const struct gw *gw,
-    const char *authorization);
+const struct gw_client *gw_authenticate(
+    const struct gw *gw, const char *authorization);
 bool gw_client_may_call(const struct gw_client *c, const char *path);
 bool gw_client_may_send_as(const struct gw_client *c, const char *ods);
 

@@ -21,41 +21,42 @@
 static struct gw gw;
 
 static struct mhs_opt gw_opts[] = {
-	{"listen", MHS_OPT_STR, "tcp://127.0.0.1:7700", 0, 0,
-	    "partner RPC listeners, comma-separated nng URLs (tcp://, ipc://)",
-	    &gw.cfg.listen},
-	{"http", MHS_OPT_STR, "http://127.0.0.1:7701", 0, 0,
-	    "HTTP probe URL (/livez /readyz /metrics)", &gw.cfg.http},
-	{"store", MHS_OPT_STR, "ipc:///tmp/mhs-store.ipc", 0, 0,
-	    "mhs-store RPC URL", &gw.cfg.store_url},
-	{"clients", MHS_OPT_STR, "", 0, 0,
-	    "clients file: id sha256(token) methods ods (mode 600)",
-	    &gw.cfg.clients_file},
-	{"routes", MHS_OPT_STR, "", 0, 0,
-	    "route table INI file (built-in EPS routes when empty)",
-	    &gw.cfg.routes_file},
-	{"contexts", MHS_OPT_INT, "64", 1, 4096,
-	    "requests served concurrently", &gw.cfg.contexts},
-	{"max-request-bytes", MHS_OPT_INT, "1048576", 1024, 67108864,
-	    "largest request accepted on the wire", &gw.cfg.max_request_bytes},
-	{"max-payload-bytes", MHS_OPT_INT, "524288", 256, 67108864,
-	    "largest Submit payload", &gw.cfg.max_payload_bytes},
-	{"default-timeout-ms", MHS_OPT_INT, "10000", 10, 600000,
-	    "deadline when the caller gives none", &gw.cfg.default_timeout_ms},
-	{"max-timeout-ms", MHS_OPT_INT, "60000", 10, 600000,
-	    "longest deadline a caller may ask for", &gw.cfg.max_timeout_ms},
-	{"drain-timeout-ms", MHS_OPT_INT, "10000", 0, 600000,
-	    "how long SIGTERM waits for in-flight requests",
-	    &gw.cfg.drain_timeout_ms},
-	{"log-level", MHS_OPT_STR, "info", 0, 0, "debug, info, warn or error",
-	    &gw.cfg.log_level},
-	{NULL, 0, NULL, 0, 0, NULL, NULL},
+    {"listen", MHS_OPT_STR, "tcp://127.0.0.1:7700", 0, 0,
+        "partner RPC listeners, comma-separated nng URLs (tcp://, ipc://)",
+        &gw.cfg.listen},
+    {"http", MHS_OPT_STR, "http://127.0.0.1:7701", 0, 0,
+        "HTTP probe URL (/livez /readyz /metrics)", &gw.cfg.http},
+    {"store", MHS_OPT_STR, "ipc:///tmp/mhs-store.ipc", 0, 0,
+        "mhs-store RPC URL", &gw.cfg.store_url},
+    {"clients", MHS_OPT_STR, "", 0, 0,
+        "clients file: id sha256(token) methods ods (mode 600)",
+        &gw.cfg.clients_file},
+    {"routes", MHS_OPT_STR, "", 0, 0,
+        "route table INI file (built-in EPS routes when empty)",
+        &gw.cfg.routes_file},
+    {"contexts", MHS_OPT_INT, "64", 1, 4096, "requests served concurrently",
+        &gw.cfg.contexts},
+    {"max-request-bytes", MHS_OPT_INT, "1048576", 1024, 67108864,
+        "largest request accepted on the wire", &gw.cfg.max_request_bytes},
+    {"max-payload-bytes", MHS_OPT_INT, "524288", 256, 67108864,
+        "largest Submit payload", &gw.cfg.max_payload_bytes},
+    {"default-timeout-ms", MHS_OPT_INT, "10000", 10, 600000,
+        "deadline when the caller gives none", &gw.cfg.default_timeout_ms},
+    {"max-timeout-ms", MHS_OPT_INT, "60000", 10, 600000,
+        "longest deadline a caller may ask for", &gw.cfg.max_timeout_ms},
+    {"drain-timeout-ms", MHS_OPT_INT, "10000", 0, 600000,
+        "how long SIGTERM waits for in-flight requests",
+        &gw.cfg.drain_timeout_ms},
+    {"log-level", MHS_OPT_STR, "info", 0, 0, "debug, info, warn or error",
+        &gw.cfg.log_level},
+    {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
 static const struct mhs_program gw_program = {
-	"mhs-gateway", "gateway",
-	"The partner-facing RPC server of the MHS (nng REQ/REP, DESIGN §3).",
-	gw_opts,
+    "mhs-gateway",
+    "gateway",
+    "The partner-facing RPC server of the MHS (nng REQ/REP, DESIGN §3).",
+    gw_opts,
 };
 
 static atomic_bool stopping;
@@ -90,8 +91,8 @@ gw_readiness_main(void *arg)
 		ProtobufCMessage *out = NULL;
 		bool ready = false, was = atomic_load(&g->store_ready);
 		int code = mhs_client_call(cl, "/mhs.store.v1.Store/Ready",
-		    &rq.base, &mhs__store__v1__ready_response__descriptor, &out,
-		    NULL, 0, 1000, NULL);
+		    &rq.base, &mhs__store__v1__ready_response__descriptor,
+		    &out, NULL, 0, 1000, NULL);
 
 		if (code == 0 && out != NULL)
 			ready = ((Mhs__Store__V1__ReadyResponse *) out)->ready;
@@ -127,7 +128,7 @@ gw_run(void)
 		return 1;
 	}
 	if ((rv = mhs_probe_open(&probe, gw.cfg.http, gw_ready_probe,
-		 gw_metrics_write, &gw)) != 0) {
+	         gw_metrics_write, &gw)) != 0) {
 		fprintf(stderr, "mhs-gateway: cannot serve probes on %s: %s\n",
 		    gw.cfg.http, mhs_strerror(rv));
 		gw_server_stop(&gw);
@@ -154,8 +155,9 @@ main(int argc, char **argv)
 	if ((rv = mhs_config_load(&gw_program, argc, argv)) != 0)
 		return rv > 0 ? 0 : 2;
 	if ((level = mhs_log_level_parse(gw.cfg.log_level)) < 0) {
-		fprintf(stderr, "mhs-gateway: --log-level: expected debug, "
-				"info, warn or error\n");
+		fprintf(stderr,
+		    "mhs-gateway: --log-level: expected debug, "
+		    "info, warn or error\n");
 		return 2;
 	}
 	mhs_log_init("gateway", level);

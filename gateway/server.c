@@ -57,8 +57,8 @@ typedef void (*gw_local_fn)(struct gw_ctx *c, const ProtobufCMessage *in);
 /* How the gateway serves one method (the dispatch table's handler). */
 struct gw_binding {
 	const char *store_method; /* forward here; NULL = answered locally */
-	bool public;		  /* no credentials needed (health) */
-	gw_check_fn check;	  /* validation: returns a code, 0 = ok */
+	bool public;              /* no credentials needed (health) */
+	gw_check_fn check;        /* validation: returns a code, 0 = ok */
 	gw_local_fn local;
 	bool wrap_submit; /* wrap in AppendRequest for the store */
 };
@@ -107,8 +107,8 @@ gw_reply(struct gw_ctx *c, int code, const char *message,
 	nng_msg *msg;
 	int rv;
 
-	rv = mhs_rpc_response_msg(&msg, code, message, payload, meta,
-	    c->request_id[0] ? 1 : 0);
+	rv = mhs_rpc_response_msg(
+	    &msg, code, message, payload, meta, c->request_id[0] ? 1 : 0);
 	if (rv != 0) {
 		/* Out of memory: a bare reply still tells the caller. */
 		if (nng_msg_alloc(&msg, 0) != 0) {
@@ -133,10 +133,10 @@ gw_ready(struct gw *gw)
 
 /* ---- method checks (validation at the edge, DESIGN §3) ---- */
 
-#define FAIL(code, ...)                                                   \
-	do {                                                              \
-		snprintf(why, whylen, __VA_ARGS__);                       \
-		return (code);                                            \
+#define FAIL(code, ...)                                                       \
+	do {                                                                  \
+		snprintf(why, whylen, __VA_ARGS__);                           \
+		return (code);                                                \
 	} while (0)
 
 static int
@@ -152,11 +152,13 @@ check_submit(struct gw_ctx *c, const ProtobufCMessage *in,
 	    mhs_route_find(&c->gw->routes, r->interaction_id) == NULL)
 		FAIL(3, "interaction_id: not in the route table");
 	if (!mhs_rx_id_check(r->prescription_id))
-		FAIL(3, "prescription_id: not a valid short-form prescription "
-			"ID (XXXXXX-XXXXXX-XXXXXC, MOD 37-2 check)");
+		FAIL(3,
+		    "prescription_id: not a valid short-form prescription "
+		    "ID (XXXXXX-XXXXXX-XXXXXC, MOD 37-2 check)");
 	if (!mhs_nhs_number_check(r->nhs_number))
-		FAIL(3, "nhs_number: not a valid NHS number (10 digits, "
-			"Modulus 11)");
+		FAIL(3,
+		    "nhs_number: not a valid NHS number (10 digits, "
+		    "Modulus 11)");
 	if (!mhs_ods_check(r->sender_ods))
 		FAIL(3, "sender_ods: 1 to 8 of A-Z, a-z, 0-9, '-'");
 	if (r->recipient_ods[0] != '\0' && !mhs_ods_check(r->recipient_ods))
@@ -169,8 +171,9 @@ check_submit(struct gw_ctx *c, const ProtobufCMessage *in,
 		FAIL(3, "payload: %zu bytes, more than the limit of %lld",
 		    r->payload.len, c->gw->cfg.max_payload_bytes);
 	if (!gw_client_may_send_as(client, r->sender_ods))
-		FAIL(7, "sender_ods: this client may not submit for that "
-			"organisation");
+		FAIL(7,
+		    "sender_ods: this client may not submit for that "
+		    "organisation");
 	return 0;
 }
 
@@ -193,9 +196,11 @@ check_search(struct gw_ctx *c, const ProtobufCMessage *in,
 
 	if (r->prescription_id[0] == '\0' && r->nhs_number[0] == '\0' &&
 	    r->sender_ods[0] == '\0')
-		FAIL(3, "search: give prescription_id, nhs_number or "
-			"sender_ods");
-	if (r->prescription_id[0] != '\0' && !mhs_rx_id_check(r->prescription_id))
+		FAIL(3,
+		    "search: give prescription_id, nhs_number or "
+		    "sender_ods");
+	if (r->prescription_id[0] != '\0' &&
+	    !mhs_rx_id_check(r->prescription_id))
 		FAIL(3, "prescription_id: not a valid prescription ID");
 	if (r->nhs_number[0] != '\0' && !mhs_nhs_number_check(r->nhs_number))
 		FAIL(3, "nhs_number: not a valid NHS number");
@@ -228,17 +233,17 @@ local_health_check(struct gw_ctx *c, const ProtobufCMessage *in)
 }
 
 static const struct gw_binding bind_submit = {
-	"/mhs.store.v1.Store/Append", false, check_submit, NULL, true};
+    "/mhs.store.v1.Store/Append", false, check_submit, NULL, true};
 static const struct gw_binding bind_get_status = {
-	"/mhs.store.v1.Store/Get", false, check_get_status, NULL, false};
+    "/mhs.store.v1.Store/Get", false, check_get_status, NULL, false};
 static const struct gw_binding bind_search = {
-	"/mhs.store.v1.Store/Search", false, check_search, NULL, false};
+    "/mhs.store.v1.Store/Search", false, check_search, NULL, false};
 static const struct gw_binding bind_dead_letters = {
-	"/mhs.store.v1.Store/ListDeadLetters", false, NULL, NULL, false};
+    "/mhs.store.v1.Store/ListDeadLetters", false, NULL, NULL, false};
 static const struct gw_binding bind_redeliver = {
-	"/mhs.store.v1.Store/Redeliver", false, NULL, NULL, false};
+    "/mhs.store.v1.Store/Redeliver", false, NULL, NULL, false};
 static const struct gw_binding bind_health = {
-	NULL, true, NULL, local_health_check, false};
+    NULL, true, NULL, local_health_check, false};
 
 /* ---- forwarding to mhs-store ---- */
 
@@ -247,7 +252,8 @@ gw_store_payload(const struct gw_binding *b, struct gw_ctx *c,
     const struct gw_client *client, const ProtobufCMessage *in,
     const mhs_rpc_request *req, ProtobufCBinaryData *out)
 {
-	Mhs__Store__V1__AppendRequest ar = MHS__STORE__V1__APPEND_REQUEST__INIT;
+	Mhs__Store__V1__AppendRequest ar =
+	    MHS__STORE__V1__APPEND_REQUEST__INIT;
 
 	if (!b->wrap_submit) {
 		*out = req->payload; /* forwarded as sent: same message type */
@@ -280,15 +286,15 @@ gw_forward(struct gw_ctx *c, const struct gw_binding *b,
 		return;
 	}
 	if (left <= 0) {
-		gw_reply(c, MHS_CODE_DEADLINE_EXCEEDED, "deadline exceeded",
-		    NULL);
+		gw_reply(
+		    c, MHS_CODE_DEADLINE_EXCEEDED, "deadline exceeded", NULL);
 		return;
 	}
 	sr.method = (char *) b->store_method;
 	sr.timeout_ms = (uint32_t) left;
 	if ((rv = gw_store_payload(b, c, client, in, req, &sr.payload)) != 0 ||
-	    (rv = nng_msg_alloc(&msg,
-		 protobuf_c_message_get_packed_size(&sr.base))) != 0) {
+	    (rv = nng_msg_alloc(
+	         &msg, protobuf_c_message_get_packed_size(&sr.base))) != 0) {
 		if (b->wrap_submit)
 			free(sr.payload.data);
 		gw_reply(c, MHS_CODE_INTERNAL, "out of memory", NULL);
@@ -333,11 +339,12 @@ gw_store_answered(struct gw_ctx *c, nng_msg *smsg)
 	atomic_fetch_add(&c->gw->m.store_rtt_us_sum,
 	    (unsigned long long) (now_us() - c->store_start_us));
 	atomic_fetch_add(&c->gw->m.store_calls, 1);
-	sr = mhs__rpc__v1__response__unpack(NULL, nng_msg_len(smsg),
-	    nng_msg_body(smsg));
+	sr = mhs__rpc__v1__response__unpack(
+	    NULL, nng_msg_len(smsg), nng_msg_body(smsg));
 	nng_msg_free(smsg);
 	if (sr == NULL) {
-		gw_reply(c, MHS_CODE_INTERNAL, "undecodable store reply", NULL);
+		gw_reply(
+		    c, MHS_CODE_INTERNAL, "undecodable store reply", NULL);
 		return;
 	}
 	sr->n_metadata = 0; /* the store's metadata stays inside the node */
@@ -351,14 +358,14 @@ gw_store_answered(struct gw_ctx *c, nng_msg *smsg)
 		e.value = (char *) meta[0].value;
 		sr->metadata = &ep;
 		sr->n_metadata = 1;
-		rv = nng_msg_alloc(&msg,
-		    protobuf_c_message_get_packed_size(&sr->base));
+		rv = nng_msg_alloc(
+		    &msg, protobuf_c_message_get_packed_size(&sr->base));
 		if (rv == 0)
 			protobuf_c_message_pack(&sr->base, nng_msg_body(msg));
 		sr->metadata = saved;
 	} else {
-		rv = nng_msg_alloc(&msg,
-		    protobuf_c_message_get_packed_size(&sr->base));
+		rv = nng_msg_alloc(
+		    &msg, protobuf_c_message_get_packed_size(&sr->base));
 		if (rv == 0)
 			protobuf_c_message_pack(&sr->base, nng_msg_body(msg));
 	}
@@ -378,7 +385,8 @@ gw_request_id(struct gw_ctx *c, const mhs_rpc_request *req)
 {
 	const char *rid = mhs_rpc_meta_get(req, "x-request-id");
 
-	if (rid != NULL && rid[0] != '\0' && strlen(rid) < sizeof(c->request_id))
+	if (rid != NULL && rid[0] != '\0' &&
+	    strlen(rid) < sizeof(c->request_id))
 		snprintf(c->request_id, sizeof(c->request_id), "%s", rid);
 	else if (mhs_uuid_upper(c->request_id) != 0)
 		c->request_id[0] = '\0';
@@ -388,7 +396,7 @@ static void
 gw_deadline(struct gw_ctx *c, const mhs_rpc_request *req)
 {
 	long long t = req->timeout_ms ? (long long) req->timeout_ms
-				      : c->gw->cfg.default_timeout_ms;
+	                              : c->gw->cfg.default_timeout_ms;
 
 	if (t > c->gw->cfg.max_timeout_ms)
 		t = c->gw->cfg.max_timeout_ms;
@@ -415,8 +423,8 @@ gw_dispatch(struct gw_ctx *c, const mhs_rpc_request *req)
 	c->slot = (int) (m - c->gw->table.methods);
 	b = m->handler;
 	if (!b->public) {
-		client = gw_authenticate(c->gw,
-		    mhs_rpc_meta_get(req, "authorization"));
+		client = gw_authenticate(
+		    c->gw, mhs_rpc_meta_get(req, "authorization"));
 		if (client == NULL) {
 			gw_reply(c, MHS_CODE_UNAUTHENTICATED,
 			    "missing or invalid bearer token", NULL);
@@ -428,8 +436,8 @@ gw_dispatch(struct gw_ctx *c, const mhs_rpc_request *req)
 			return;
 		}
 	}
-	in = protobuf_c_message_unpack(m->desc->input, NULL, req->payload.len,
-	    req->payload.data);
+	in = protobuf_c_message_unpack(
+	    m->desc->input, NULL, req->payload.len, req->payload.data);
 	if (in == NULL) {
 		gw_reply(c, MHS_CODE_INVALID_ARGUMENT,
 		    "payload is not a valid request message for this method",
@@ -489,8 +497,10 @@ gw_ctx_cb(void *arg)
 			return;
 		}
 		c->state = GW_STORE_RECV;
-		nng_aio_set_timeout(c->saio, (nng_duration) (c->deadline_ms -
-		    mhs_mono_ms() > 0 ? c->deadline_ms - mhs_mono_ms() : 1));
+		nng_aio_set_timeout(c->saio,
+		    (nng_duration) (c->deadline_ms - mhs_mono_ms() > 0
+		            ? c->deadline_ms - mhs_mono_ms()
+		            : 1));
 		nng_ctx_recv(c->req, c->saio);
 		return;
 	case GW_STORE_RECV:
@@ -549,25 +559,25 @@ gw_table_build(struct gw *gw)
 		const char *path;
 		const struct gw_binding *b;
 	} binds[] = {
-		{"/mhs.v1.Prescriptions/Submit", &bind_submit},
-		{"/mhs.v1.Prescriptions/GetStatus", &bind_get_status},
-		{"/mhs.v1.Prescriptions/Search", &bind_search},
-		{"/mhs.v1.Admin/ListDeadLetters", &bind_dead_letters},
-		{"/mhs.v1.Admin/Redeliver", &bind_redeliver},
-		{"/grpc.health.v1.Health/Check", &bind_health},
+	    {"/mhs.v1.Prescriptions/Submit", &bind_submit},
+	    {"/mhs.v1.Prescriptions/GetStatus", &bind_get_status},
+	    {"/mhs.v1.Prescriptions/Search", &bind_search},
+	    {"/mhs.v1.Admin/ListDeadLetters", &bind_dead_letters},
+	    {"/mhs.v1.Admin/Redeliver", &bind_redeliver},
+	    {"/grpc.health.v1.Health/Check", &bind_health},
 	};
 	int rv;
 
-	if ((rv = mhs_rpc_table_add_service(&gw->table,
-		 &mhs__v1__prescriptions__descriptor)) != 0 ||
-	    (rv = mhs_rpc_table_add_service(&gw->table,
-		 &mhs__v1__admin__descriptor)) != 0 ||
-	    (rv = mhs_rpc_table_add_service(&gw->table,
-		 &grpc__health__v1__health__descriptor)) != 0)
+	if ((rv = mhs_rpc_table_add_service(
+	         &gw->table, &mhs__v1__prescriptions__descriptor)) != 0 ||
+	    (rv = mhs_rpc_table_add_service(
+	         &gw->table, &mhs__v1__admin__descriptor)) != 0 ||
+	    (rv = mhs_rpc_table_add_service(
+	         &gw->table, &grpc__health__v1__health__descriptor)) != 0)
 		return rv;
 	for (size_t i = 0; i < sizeof(binds) / sizeof(binds[0]); i++)
-		if ((rv = mhs_rpc_table_bind(&gw->table, binds[i].path,
-			 binds[i].b)) != 0)
+		if ((rv = mhs_rpc_table_bind(
+		         &gw->table, binds[i].path, binds[i].b)) != 0)
 			return rv;
 	mhs_rpc_table_seal(&gw->table);
 	return gw->table.n < 31 ? 0 : MHS_ETOOBIG;
@@ -584,8 +594,9 @@ gw_listen_all(struct gw *gw)
 	for (url = strtok_r(list, ",", &save); url != NULL && rv == 0;
 	     url = strtok_r(NULL, ",", &save)) {
 		if ((rv = nng_listen(gw->rep, url, NULL, 0)) != 0)
-			fprintf(stderr, "mhs-gateway: cannot listen on %s: %s\n",
-			    url, nng_strerror(rv));
+			fprintf(stderr,
+			    "mhs-gateway: cannot listen on %s: %s\n", url,
+			    nng_strerror(rv));
 		else
 			mhs_info("listening", "partner RPC on %s", url);
 	}
@@ -603,14 +614,14 @@ gw_server_start(struct gw *gw)
 	if ((rv = nng_rep0_open(&gw->rep)) != 0 ||
 	    (rv = nng_req0_open(&gw->store)) != 0)
 		return mhs_err_nng(rv);
-	nng_socket_set_size(gw->rep, NNG_OPT_RECVMAXSZ,
-	    (size_t) gw->cfg.max_request_bytes);
-	nng_socket_set_ms(gw->store, NNG_OPT_REQ_RESENDTIME,
-	    NNG_DURATION_INFINITE);
+	nng_socket_set_size(
+	    gw->rep, NNG_OPT_RECVMAXSZ, (size_t) gw->cfg.max_request_bytes);
+	nng_socket_set_ms(
+	    gw->store, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
 	nng_socket_set_ms(gw->store, NNG_OPT_RECONNMINT, 10);
 	nng_socket_set_ms(gw->store, NNG_OPT_RECONNMAXT, 500);
 	if ((rv = nng_dial(gw->store, gw->cfg.store_url, NULL,
-		 NNG_FLAG_NONBLOCK)) != 0) {
+	         NNG_FLAG_NONBLOCK)) != 0) {
 		fprintf(stderr, "mhs-gateway: cannot dial store %s: %s\n",
 		    gw->cfg.store_url, nng_strerror(rv));
 		return mhs_err_nng(rv);
@@ -677,16 +688,18 @@ gw_metrics_write(void *arg, struct mhs_buf *out)
 	struct gw_metrics *m = &gw->m;
 	unsigned long long cum = 0;
 
-	mhs_buf_puts(out, "# HELP mhs_gateway_requests_total Requests answered, "
-			  "by method and gRPC code.\n"
-			  "# TYPE mhs_gateway_requests_total counter\n");
+	mhs_buf_puts(out,
+	    "# HELP mhs_gateway_requests_total Requests answered, "
+	    "by method and gRPC code.\n"
+	    "# TYPE mhs_gateway_requests_total counter\n");
 	for (size_t s = 0; s < 32; s++) {
-		const char *name = s < gw->table.n ? gw->table.methods[s].path
-						   : "unknown";
+		const char *name =
+		    s < gw->table.n ? gw->table.methods[s].path : "unknown";
 		if (s >= gw->table.n && s != 31)
 			continue;
 		for (int code = 0; code < GW_CODES; code++) {
-			unsigned long long v = atomic_load(&m->requests[s][code]);
+			unsigned long long v =
+			    atomic_load(&m->requests[s][code]);
 			if (v != 0)
 				mhs_buf_printf(out,
 				    "mhs_gateway_requests_total{method=\"%s\","
@@ -694,9 +707,10 @@ gw_metrics_write(void *arg, struct mhs_buf *out)
 				    name, mhs_code_name(code), v);
 		}
 	}
-	mhs_buf_puts(out, "# HELP mhs_gateway_request_seconds Time from "
-			  "request to reply.\n"
-			  "# TYPE mhs_gateway_request_seconds histogram\n");
+	mhs_buf_puts(out,
+	    "# HELP mhs_gateway_request_seconds Time from "
+	    "request to reply.\n"
+	    "# TYPE mhs_gateway_request_seconds histogram\n");
 	for (int b = 0; b < 16; b++) {
 		cum += atomic_load(&m->latency_us_bucket[b]);
 		if (b < 15)

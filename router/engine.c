@@ -44,7 +44,8 @@ rt_backoff_ms(const struct mhs_route *route, unsigned attempt, unsigned rnd)
 {
 	int64_t cap = 500;
 
-	for (unsigned i = 1; i < attempt && cap < route->retry_interval_ms; i++)
+	for (unsigned i = 1; i < attempt && cap < route->retry_interval_ms;
+	     i++)
 		cap *= 2;
 	if (cap > route->retry_interval_ms)
 		cap = route->retry_interval_ms;
@@ -85,7 +86,8 @@ static void
 rt_report(struct router *r, const Mhs__Store__V1__Delivery *d, int outcome,
     const char *reason, int64_t retry_at_ms)
 {
-	Mhs__Store__V1__ReportRequest rq = MHS__STORE__V1__REPORT_REQUEST__INIT;
+	Mhs__Store__V1__ReportRequest rq =
+	    MHS__STORE__V1__REPORT_REQUEST__INIT;
 	int code;
 
 	rq.message_id = d->message_id;
@@ -98,17 +100,17 @@ rt_report(struct router *r, const Mhs__Store__V1__Delivery *d, int outcome,
 	    &rq.base, NULL, NULL, NULL, 0, 5000, NULL);
 	if (code != 0) {
 		atomic_fetch_add(&r->stats.report_errors, 1);
-		mhs_warn("report_failed", "message %s: report not taken (%d); "
-					  "the lease will expire and it is "
-					  "delivered again",
+		mhs_warn("report_failed",
+		    "message %s: report not taken (%d); "
+		    "the lease will expire and it is "
+		    "delivered again",
 		    d->message_id, code);
 	}
 }
 
 /* rt_settle turns a finished attempt into one outcome report. */
 static void
-rt_settle(struct router *r, struct rt_xfer *x, int verdict,
-    const char *reason)
+rt_settle(struct router *r, struct rt_xfer *x, int verdict, const char *reason)
 {
 	const Mhs__Store__V1__Delivery *d = x->d;
 	unsigned attempt = d->attempts + 1;
@@ -119,11 +121,12 @@ rt_settle(struct router *r, struct rt_xfer *x, int verdict,
 
 	if (verdict == MHS_EBXML_DELIVERED) {
 		atomic_fetch_add(&r->stats.delivered, 1);
-		rt_report(r, d, MHS__STORE__V1__OUTCOME__OUTCOME_DELIVERED, "",
-		    0);
+		rt_report(
+		    r, d, MHS__STORE__V1__OUTCOME__OUTCOME_DELIVERED, "", 0);
 		return;
 	}
-	if (verdict == MHS_EBXML_RETRY && attempt > (unsigned) x->route->retries) {
+	if (verdict == MHS_EBXML_RETRY &&
+	    attempt > (unsigned) x->route->retries) {
 		snprintf(why, sizeof(why), "retries exhausted (%u): %s",
 		    x->route->retries, reason);
 		verdict = MHS_EBXML_FAILED;
@@ -133,15 +136,17 @@ rt_settle(struct router *r, struct rt_xfer *x, int verdict,
 		atomic_fetch_add(&r->stats.failed, 1);
 		mhs_warn("delivery_failed", "message %s: %s", d->message_id,
 		    reason);
-		rt_report(r, d, MHS__STORE__V1__OUTCOME__OUTCOME_FAILED, reason,
-		    0);
+		rt_report(
+		    r, d, MHS__STORE__V1__OUTCOME__OUTCOME_FAILED, reason, 0);
 		return;
 	}
-	if (expired || at - d->accepted_at_ms > x->route->persist_duration_ms) {
-		snprintf(why, sizeof(why), "persist duration exceeded: %s",
-		    reason);
+	if (expired ||
+	    at - d->accepted_at_ms > x->route->persist_duration_ms) {
+		snprintf(
+		    why, sizeof(why), "persist duration exceeded: %s", reason);
 		atomic_fetch_add(&r->stats.expired, 1);
-		rt_report(r, d, MHS__STORE__V1__OUTCOME__OUTCOME_EXPIRED, why, 0);
+		rt_report(
+		    r, d, MHS__STORE__V1__OUTCOME__OUTCOME_EXPIRED, why, 0);
 		return;
 	}
 	atomic_fetch_add(&r->stats.retried, 1);
@@ -204,8 +209,8 @@ rt_xfer_setup(struct router *r, struct rt_xfer *x)
 	const char *ep = x->route->endpoint;
 	int rv;
 
-	if ((rv = rt_xfer_body(r, x, ctype, sizeof(ctype), action,
-		 sizeof(action))) != 0)
+	if ((rv = rt_xfer_body(
+	         r, x, ctype, sizeof(ctype), action, sizeof(action))) != 0)
 		return rv;
 	if (strncmp(ep, "https://", 8) == 0 || strncmp(ep, "http://", 7) == 0)
 		snprintf(url, sizeof(url), "%s", ep);
@@ -221,13 +226,13 @@ rt_xfer_setup(struct router *r, struct rt_xfer *x)
 	curl_easy_setopt(x->easy, CURLOPT_URL, url);
 	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers);
 	curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, x->body.data);
-	curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE,
-	    (curl_off_t) x->body.len);
+	curl_easy_setopt(
+	    x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) x->body.len);
 	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, rt_write_cb);
 	curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
-	curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS,
-	    (long) r->cfg.request_timeout_ms);
+	curl_easy_setopt(
+	    x->easy, CURLOPT_TIMEOUT_MS, (long) r->cfg.request_timeout_ms);
 	curl_easy_setopt(x->easy, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
 	curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(x->easy, CURLOPT_SSL_VERIFYPEER, 1L);
@@ -264,9 +269,12 @@ rt_start(struct router *r, CURLM *multi, Mhs__Store__V1__Delivery *d)
 		rt_xfer_free(x);
 		return;
 	}
-	if (rt_xfer_setup(r, x) != 0 || curl_multi_add_handle(multi, x->easy)) {
-		mhs_error("delivery_setup", "message %s: cannot start a "
-					    "transfer", d->message_id);
+	if (rt_xfer_setup(r, x) != 0 ||
+	    curl_multi_add_handle(multi, x->easy)) {
+		mhs_error("delivery_setup",
+		    "message %s: cannot start a "
+		    "transfer",
+		    d->message_id);
 		rt_xfer_free(x);
 		return;
 	}
@@ -279,8 +287,8 @@ rt_lease(struct router *r, CURLM *multi)
 {
 	Mhs__Store__V1__LeaseRequest rq = MHS__STORE__V1__LEASE_REQUEST__INIT;
 	Mhs__Store__V1__LeaseResponse *resp = NULL;
-	unsigned room = (unsigned) r->cfg.max_in_flight -
-	    atomic_load(&r->stats.in_flight);
+	unsigned room =
+	    (unsigned) r->cfg.max_in_flight - atomic_load(&r->stats.in_flight);
 	int code;
 
 	if (room == 0)
@@ -331,8 +339,8 @@ rt_engine_run(struct router *r)
 
 	if (multi == NULL)
 		return MHS_ENOMEM;
-	curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-	    (long) r->cfg.max_in_flight);
+	curl_multi_setopt(
+	    multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) r->cfg.max_in_flight);
 	while (!atomic_load(&r->stopping)) {
 		rt_lease(r, multi);
 		curl_multi_perform(multi, &running);

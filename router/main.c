@@ -22,46 +22,47 @@
 static struct router rt;
 
 static struct mhs_opt rt_opts[] = {
-	{"store", MHS_OPT_STR, "ipc:///tmp/mhs-store.ipc", 0, 0,
-	    "mhs-store RPC URL", &rt.cfg.store_url},
-	{"http", MHS_OPT_STR, "http://127.0.0.1:7703", 0, 0,
-	    "HTTP probe URL (/livez /readyz /metrics)", &rt.cfg.http},
-	{"spine-url", MHS_OPT_STR, "https://127.0.0.1:8443", 0, 0,
-	    "Spine base URL; a route's endpoint path is appended",
-	    &rt.cfg.spine_url},
-	{"spine-ca", MHS_OPT_STR, "", 0, 0,
-	    "CA bundle that Spine's certificate must verify against",
-	    &rt.cfg.spine_ca},
-	{"client-cert", MHS_OPT_STR, "", 0, 0,
-	    "client certificate (PEM) for mutual TLS", &rt.cfg.client_cert},
-	{"client-key", MHS_OPT_STR, "", 0, 0, "client key (PEM)",
-	    &rt.cfg.client_key},
-	{"routes", MHS_OPT_STR, "", 0, 0,
-	    "route table INI file (built-in EPS routes when empty)",
-	    &rt.cfg.routes_file},
-	{"consumer", MHS_OPT_STR, "", 0, 0,
-	    "this router's lease name (default: router-PID)", &rt.cfg.consumer},
-	{"party-key", MHS_OPT_STR, "MHS-0000001", 0, 0,
-	    "our ebXML From party key", &rt.cfg.party_key},
-	{"max-in-flight", MHS_OPT_INT, "64", 1, 4096,
-	    "deliveries in flight at once", &rt.cfg.max_in_flight},
-	{"lease-ms", MHS_OPT_INT, "60000", 1000, 3600000,
-	    "after this long a crashed router's messages go to another",
-	    &rt.cfg.lease_ms},
-	{"request-timeout-ms", MHS_OPT_INT, "30000", 100, 600000,
-	    "longest wait for Spine's answer to one POST",
-	    &rt.cfg.request_timeout_ms},
-	{"poll-ms", MHS_OPT_INT, "50", 1, 10000,
-	    "how often an idle router asks for work", &rt.cfg.poll_ms},
-	{"log-level", MHS_OPT_STR, "info", 0, 0, "debug, info, warn or error",
-	    &rt.cfg.log_level},
-	{NULL, 0, NULL, 0, 0, NULL, NULL},
+    {"store", MHS_OPT_STR, "ipc:///tmp/mhs-store.ipc", 0, 0,
+        "mhs-store RPC URL", &rt.cfg.store_url},
+    {"http", MHS_OPT_STR, "http://127.0.0.1:7703", 0, 0,
+        "HTTP probe URL (/livez /readyz /metrics)", &rt.cfg.http},
+    {"spine-url", MHS_OPT_STR, "https://127.0.0.1:8443", 0, 0,
+        "Spine base URL; a route's endpoint path is appended",
+        &rt.cfg.spine_url},
+    {"spine-ca", MHS_OPT_STR, "", 0, 0,
+        "CA bundle that Spine's certificate must verify against",
+        &rt.cfg.spine_ca},
+    {"client-cert", MHS_OPT_STR, "", 0, 0,
+        "client certificate (PEM) for mutual TLS", &rt.cfg.client_cert},
+    {"client-key", MHS_OPT_STR, "", 0, 0, "client key (PEM)",
+        &rt.cfg.client_key},
+    {"routes", MHS_OPT_STR, "", 0, 0,
+        "route table INI file (built-in EPS routes when empty)",
+        &rt.cfg.routes_file},
+    {"consumer", MHS_OPT_STR, "", 0, 0,
+        "this router's lease name (default: router-PID)", &rt.cfg.consumer},
+    {"party-key", MHS_OPT_STR, "MHS-0000001", 0, 0, "our ebXML From party key",
+        &rt.cfg.party_key},
+    {"max-in-flight", MHS_OPT_INT, "64", 1, 4096,
+        "deliveries in flight at once", &rt.cfg.max_in_flight},
+    {"lease-ms", MHS_OPT_INT, "60000", 1000, 3600000,
+        "after this long a crashed router's messages go to another",
+        &rt.cfg.lease_ms},
+    {"request-timeout-ms", MHS_OPT_INT, "30000", 100, 600000,
+        "longest wait for Spine's answer to one POST",
+        &rt.cfg.request_timeout_ms},
+    {"poll-ms", MHS_OPT_INT, "50", 1, 10000,
+        "how often an idle router asks for work", &rt.cfg.poll_ms},
+    {"log-level", MHS_OPT_STR, "info", 0, 0, "debug, info, warn or error",
+        &rt.cfg.log_level},
+    {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
 static const struct mhs_program rt_program = {
-	"mhs-router", "router",
-	"Delivers stored messages to Spine as ebXML over HTTPS (DESIGN §5).",
-	rt_opts,
+    "mhs-router",
+    "router",
+    "Delivers stored messages to Spine as ebXML over HTTPS (DESIGN §5).",
+    rt_opts,
 };
 
 static bool
@@ -120,8 +121,9 @@ main(int argc, char **argv)
 	if ((rv = mhs_config_load(&rt_program, argc, argv)) != 0)
 		return rv > 0 ? 0 : 2;
 	if ((level = mhs_log_level_parse(rt.cfg.log_level)) < 0) {
-		fprintf(stderr, "mhs-router: --log-level: expected debug, "
-				"info, warn or error\n");
+		fprintf(stderr,
+		    "mhs-router: --log-level: expected debug, "
+		    "info, warn or error\n");
 		return 2;
 	}
 	mhs_log_init("router", level);
@@ -146,14 +148,14 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if ((rv = mhs_probe_open(&probe, rt.cfg.http, rt_ready_probe,
-		 rt_metrics_write, &rt)) != 0) {
+	         rt_metrics_write, &rt)) != 0) {
 		fprintf(stderr, "mhs-router: cannot serve probes on %s: %s\n",
 		    rt.cfg.http, mhs_strerror(rv));
 		return 1;
 	}
 	pthread_create(&engine, NULL, rt_engine_main, &rt);
-	mhs_info("started", "mhs-router %s (%s) delivering to %s",
-	    MHS_VERSION, rt.cfg.consumer, rt.cfg.spine_url);
+	mhs_info("started", "mhs-router %s (%s) delivering to %s", MHS_VERSION,
+	    rt.cfg.consumer, rt.cfg.spine_url);
 	sigwait(&set, &sig);
 	mhs_info("stopping", "signal %d", sig);
 	atomic_store(&rt.stopping, true);

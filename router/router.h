@@ -55,7 +55,7 @@ int rt_engine_run(struct router *r);
 
 /* Delay before retry number `attempt` (1-based): exponential from 500 ms,
  * capped by the route's retry interval, with jitter in [cap/2, cap]. */
-int64_t rt_backoff_ms(const struct mhs_route *route, unsigned attempt,
-    unsigned rnd);
+int64_t rt_backoff_ms(
+    const struct mhs_route *route, unsigned attempt, unsigned rnd);
 
 #endif /* MHS_ROUTER_H */

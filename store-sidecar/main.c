@@ -21,50 +21,51 @@ static struct store st;
 static char hostname[64];
 
 static struct mhs_opt st_opts[] = {
-	{"listen", MHS_OPT_STR, "ipc:///tmp/mhs-store.ipc", 0, 0,
-	    "RPC URL the node's gateway and routers dial", &st.cfg.listen},
-	{"http", MHS_OPT_STR, "http://127.0.0.1:7702", 0, 0,
-	    "HTTP probe URL (/livez /readyz /metrics)", &st.cfg.http},
-	{"journal-dir", MHS_OPT_STR, "journal", 0, 0,
-	    "directory of the journal's month segments", &st.cfg.journal_dir},
-	{"fsync", MHS_OPT_STR, "always", 0, 0,
-	    "journal fsync policy: always (group commit), everysec or no",
-	    &st.cfg.fsync},
-	{"redis-host", MHS_OPT_STR, "127.0.0.1", 0, 0, "Redis host",
-	    &st.cfg.redis_host},
-	{"redis-port", MHS_OPT_INT, "6379", 1, 65535, "Redis port",
-	    &st.cfg.redis_port},
-	{"redis-password", MHS_OPT_STR, "", 0, 0, "Redis AUTH password",
-	    &st.cfg.redis_password},
-	{"redis-timeout-ms", MHS_OPT_INT, "2000", 10, 60000,
-	    "Redis connect and command timeout", &st.cfg.redis_timeout_ms},
-	{"prefix", MHS_OPT_STR, "mhs", 0, 0, "prefix of every Redis key",
-	    &st.cfg.prefix},
-	{"node-id", MHS_OPT_STR, "", 0, 0,
-	    "this node's name in journal records (default: host name)",
-	    &st.cfg.node_id},
-	{"nhs-index-key", MHS_OPT_STR, "", 0, 0,
-	    "secret keying the NHS number search index (HMAC-SHA256)",
-	    &st.cfg.nhs_index_key},
-	{"contexts", MHS_OPT_INT, "128", 1, 4096,
-	    "requests accepted concurrently", &st.cfg.contexts},
-	{"max-batch", MHS_OPT_INT, "1024", 1, 65536,
-	    "most requests in one group commit", &st.cfg.max_batch},
-	{"final-ttl-s", MHS_OPT_INT, "604800", 60, 315360000,
-	    "how long Redis keeps a message after it is final",
-	    &st.cfg.final_ttl_s},
-	{"idempotency-ttl-s", MHS_OPT_INT, "86400", 60, 315360000,
-	    "how long an idempotency key is remembered",
-	    &st.cfg.idempotency_ttl_s},
-	{"log-level", MHS_OPT_STR, "info", 0, 0, "debug, info, warn or error",
-	    &st.cfg.log_level},
-	{NULL, 0, NULL, 0, 0, NULL, NULL},
+    {"listen", MHS_OPT_STR, "ipc:///tmp/mhs-store.ipc", 0, 0,
+        "RPC URL the node's gateway and routers dial", &st.cfg.listen},
+    {"http", MHS_OPT_STR, "http://127.0.0.1:7702", 0, 0,
+        "HTTP probe URL (/livez /readyz /metrics)", &st.cfg.http},
+    {"journal-dir", MHS_OPT_STR, "journal", 0, 0,
+        "directory of the journal's month segments", &st.cfg.journal_dir},
+    {"fsync", MHS_OPT_STR, "always", 0, 0,
+        "journal fsync policy: always (group commit), everysec or no",
+        &st.cfg.fsync},
+    {"redis-host", MHS_OPT_STR, "127.0.0.1", 0, 0, "Redis host",
+        &st.cfg.redis_host},
+    {"redis-port", MHS_OPT_INT, "6379", 1, 65535, "Redis port",
+        &st.cfg.redis_port},
+    {"redis-password", MHS_OPT_STR, "", 0, 0, "Redis AUTH password",
+        &st.cfg.redis_password},
+    {"redis-timeout-ms", MHS_OPT_INT, "2000", 10, 60000,
+        "Redis connect and command timeout", &st.cfg.redis_timeout_ms},
+    {"prefix", MHS_OPT_STR, "mhs", 0, 0, "prefix of every Redis key",
+        &st.cfg.prefix},
+    {"node-id", MHS_OPT_STR, "", 0, 0,
+        "this node's name in journal records (default: host name)",
+        &st.cfg.node_id},
+    {"nhs-index-key", MHS_OPT_STR, "", 0, 0,
+        "secret keying the NHS number search index (HMAC-SHA256)",
+        &st.cfg.nhs_index_key},
+    {"contexts", MHS_OPT_INT, "128", 1, 4096, "requests accepted concurrently",
+        &st.cfg.contexts},
+    {"max-batch", MHS_OPT_INT, "1024", 1, 65536,
+        "most requests in one group commit", &st.cfg.max_batch},
+    {"final-ttl-s", MHS_OPT_INT, "604800", 60, 315360000,
+        "how long Redis keeps a message after it is final",
+        &st.cfg.final_ttl_s},
+    {"idempotency-ttl-s", MHS_OPT_INT, "86400", 60, 315360000,
+        "how long an idempotency key is remembered",
+        &st.cfg.idempotency_ttl_s},
+    {"log-level", MHS_OPT_STR, "info", 0, 0, "debug, info, warn or error",
+        &st.cfg.log_level},
+    {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
 static const struct mhs_program st_program = {
-	"mhs-store", "store",
-	"The MHS store sidecar: journal (the truth) and Redis (the index).",
-	st_opts,
+    "mhs-store",
+    "store",
+    "The MHS store sidecar: journal (the truth) and Redis (the index).",
+    st_opts,
 };
 
 static bool
@@ -127,14 +128,15 @@ st_open_journal(void)
 	int policy = mhs_fsync_policy_parse(st.cfg.fsync), rv;
 
 	if (policy < 0) {
-		fprintf(stderr, "mhs-store: --fsync: expected always, "
-				"everysec or no\n");
+		fprintf(stderr,
+		    "mhs-store: --fsync: expected always, "
+		    "everysec or no\n");
 		return MHS_EINVAL;
 	}
 	o.policy = (enum mhs_fsync_policy) policy;
 	o.node_id = st.cfg.node_id;
-	if ((rv = mhs_journal_open(&st.journal, st.cfg.journal_dir, &o,
-		 &rec)) != 0) {
+	if ((rv = mhs_journal_open(
+	         &st.journal, st.cfg.journal_dir, &o, &rec)) != 0) {
 		fprintf(stderr, "mhs-store: cannot open journal %s: %s\n",
 		    st.cfg.journal_dir, mhs_strerror(rv));
 		return rv;
@@ -155,8 +157,9 @@ main(int argc, char **argv)
 	if ((rv = mhs_config_load(&st_program, argc, argv)) != 0)
 		return rv > 0 ? 0 : 2;
 	if ((level = mhs_log_level_parse(st.cfg.log_level)) < 0) {
-		fprintf(stderr, "mhs-store: --log-level: expected debug, info, "
-				"warn or error\n");
+		fprintf(stderr,
+		    "mhs-store: --log-level: expected debug, info, "
+		    "warn or error\n");
 		return 2;
 	}
 	mhs_log_init("store", level);
@@ -166,9 +169,10 @@ main(int argc, char **argv)
 		st.cfg.node_id = strdup(hostname);
 	}
 	if (st.cfg.nhs_index_key[0] == '\0')
-		mhs_warn("nhs_index_key_unset", "--nhs-index-key is empty: "
-			 "set a secret so NHS number index keys cannot be "
-			 "guessed");
+		mhs_warn("nhs_index_key_unset",
+		    "--nhs-index-key is empty: "
+		    "set a secret so NHS number index keys cannot be "
+		    "guessed");
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
@@ -182,7 +186,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if ((rv = mhs_probe_open(&probe, st.cfg.http, st_ready_probe,
-		 st_metrics_write, &st)) != 0) {
+	         st_metrics_write, &st)) != 0) {
 		fprintf(stderr, "mhs-store: cannot serve probes on %s: %s\n",
 		    st.cfg.http, mhs_strerror(rv));
 		st_server_stop(&st);

@@ -103,8 +103,7 @@ st_redis_drop(struct store *st, const char *why)
 }
 
 redisReply *
-st_redis_cmd(struct store *st, int argc, const char **argv,
-    const size_t *lens)
+st_redis_cmd(struct store *st, int argc, const char **argv, const size_t *lens)
 {
 	redisReply *rep;
 
@@ -123,8 +122,8 @@ redis_setup(struct store *st)
 {
 	char stream[128];
 	const char *load[] = {"SCRIPT", "LOAD", APPLY_LUA};
-	const char *grp[] = {"XGROUP", "CREATE", stream, "routers", "0",
-		"MKSTREAM"};
+	const char *grp[] = {
+	    "XGROUP", "CREATE", stream, "routers", "0", "MKSTREAM"};
 	redisReply *rep;
 
 	snprintf(stream, sizeof(stream), "%s:deliver", st->cfg.prefix);
@@ -156,15 +155,15 @@ st_redis_ensure(struct store *st)
 {
 	struct st_redis *r = &st->redis;
 	struct timeval tv = {st->cfg.redis_timeout_ms / 1000,
-		(st->cfg.redis_timeout_ms % 1000) * 1000};
+	    (st->cfg.redis_timeout_ms % 1000) * 1000};
 	int rv;
 
 	if (r->c != NULL)
 		return 0;
 	if (mhs_mono_ms() < r->next_attempt_ms)
 		return MHS_EUNAVAIL;
-	r->c = redisConnectWithTimeout(st->cfg.redis_host,
-	    (int) st->cfg.redis_port, tv);
+	r->c = redisConnectWithTimeout(
+	    st->cfg.redis_host, (int) st->cfg.redis_port, tv);
 	if (r->c == NULL || r->c->err) {
 		if (r->c != NULL) {
 			mhs_debug("redis_connect", "%s", r->c->errstr);
@@ -188,8 +187,8 @@ st_redis_ensure(struct store *st)
 }
 
 int
-st_redis_append_apply(struct store *st, uint64_t seq,
-    const Mhs__Store__V1__JournalRecord *r)
+st_redis_append_apply(
+    struct store *st, uint64_t seq, const Mhs__Store__V1__JournalRecord *r)
 {
 	char seqs[24], t[24], state[8], att[12], retry[24], exp[24];
 	char idemv[160], idemx[24], nhsix[65], ixmin[24], ixexp[24];
@@ -200,7 +199,7 @@ st_redis_append_apply(struct store *st, uint64_t seq,
 	int64_t final_exp = r->time_ms + st->cfg.final_ttl_s * 1000;
 
 #define ARG(s, l) (argv[n] = (s), lens[n] = (l), n++)
-#define STR(s) ARG((s), strlen(s))
+#define STR(s)    ARG((s), strlen(s))
 	snprintf(seqs, sizeof(seqs), "%llu", (unsigned long long) seq);
 	snprintf(t, sizeof(t), "%lld", (long long) r->time_ms);
 	STR("EVALSHA");
@@ -208,8 +207,9 @@ st_redis_append_apply(struct store *st, uint64_t seq,
 	STR("0");
 	STR(st->cfg.prefix);
 	STR(seqs);
-	STR(r->kind == MHS__STORE__V1__RECORD_KIND__RECORD_KIND_ACCEPTED ? "A"
-									 : "S");
+	STR(r->kind == MHS__STORE__V1__RECORD_KIND__RECORD_KIND_ACCEPTED
+	        ? "A"
+	        : "S");
 	STR(r->message_id);
 	STR(t);
 	if (r->kind == MHS__STORE__V1__RECORD_KIND__RECORD_KIND_ACCEPTED &&
@@ -218,13 +218,13 @@ st_redis_append_apply(struct store *st, uint64_t seq,
 		uint8_t mac[32];
 		char fp[65];
 
-		mhs_hex(r->fingerprint.data,
-		    r->fingerprint.len == 32 ? 32 : 0, fp);
+		mhs_hex(r->fingerprint.data, r->fingerprint.len == 32 ? 32 : 0,
+		    fp);
 		snprintf(idemv, sizeof(idemv), "%s %s %lld", r->message_id, fp,
 		    (long long) r->time_ms);
 		snprintf(idemx, sizeof(idemx), "%lld",
 		    (long long) (r->time_ms +
-			st->cfg.idempotency_ttl_s * 1000));
+		        st->cfg.idempotency_ttl_s * 1000));
 		mhs_hmac_sha256(st->cfg.nhs_index_key,
 		    strlen(st->cfg.nhs_index_key), s->nhs_number,
 		    strlen(s->nhs_number), mac);
@@ -238,8 +238,8 @@ st_redis_append_apply(struct store *st, uint64_t seq,
 		STR(s->recipient_ods);
 		STR(s->content_type[0] ? s->content_type : "text/xml");
 		ARG((const char *) s->payload.data, s->payload.len);
-		st_idem_key(r->client_id, s->idempotency_key, idemk,
-		    sizeof(idemk));
+		st_idem_key(
+		    r->client_id, s->idempotency_key, idemk, sizeof(idemk));
 		STR(s->idempotency_key);
 		STR(idemk);
 		STR(idemv);
@@ -250,7 +250,8 @@ st_redis_append_apply(struct store *st, uint64_t seq,
 	} else {
 		snprintf(state, sizeof(state), "%d", (int) r->state);
 		snprintf(att, sizeof(att), "%u", r->attempts);
-		snprintf(retry, sizeof(retry), "%lld", (long long) r->retry_at_ms);
+		snprintf(
+		    retry, sizeof(retry), "%lld", (long long) r->retry_at_ms);
 		snprintf(exp, sizeof(exp), "%lld", (long long) final_exp);
 		STR(state);
 		STR(att);

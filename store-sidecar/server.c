@@ -83,24 +83,24 @@ st_answer_ready(struct st_ctx *c)
 
 	r.ready = jok && rok;
 	r.reason = (char *) (!jok ? "journal failed"
-	    : !rok		 ? "Redis unavailable"
-				 : "");
+	        : !rok            ? "Redis unavailable"
+	                          : "");
 	st_send(c, 0, NULL, &r.base);
 }
 
 static void
 st_received(struct st_ctx *c, nng_msg *msg)
 {
-	mhs_rpc_request *req = mhs_rpc_request_decode(nng_msg_body(msg),
-	    nng_msg_len(msg));
+	mhs_rpc_request *req =
+	    mhs_rpc_request_decode(nng_msg_body(msg), nng_msg_len(msg));
 	const struct mhs_rpc_method *m;
 	const struct st_binding *b;
 	struct st_op *op = &c->op;
 
 	nng_msg_free(msg);
 	if (req == NULL) {
-		st_send(c, MHS_CODE_INVALID_ARGUMENT, "undecodable request",
-		    NULL);
+		st_send(
+		    c, MHS_CODE_INVALID_ARGUMENT, "undecodable request", NULL);
 		return;
 	}
 	m = mhs_rpc_table_find(&c->st->table, req->method);
@@ -118,15 +118,16 @@ st_received(struct st_ctx *c, nng_msg *msg)
 	memset(op, 0, sizeof(*op));
 	op->ctx = c;
 	op->kind = b->kind;
-	op->in = protobuf_c_message_unpack(m->desc->input, NULL,
-	    req->payload.len, req->payload.data);
+	op->in = protobuf_c_message_unpack(
+	    m->desc->input, NULL, req->payload.len, req->payload.data);
 	mhs_rpc_request_free(req);
-	if (op->in == NULL || (op->kind == ST_APPEND &&
-	    ((Mhs__Store__V1__AppendRequest *) op->in)->submit == NULL)) {
+	if (op->in == NULL ||
+	    (op->kind == ST_APPEND &&
+	        ((Mhs__Store__V1__AppendRequest *) op->in)->submit == NULL)) {
 		protobuf_c_message_free_unpacked(op->in, NULL);
 		op->in = NULL;
-		st_send(c, MHS_CODE_INVALID_ARGUMENT, "undecodable payload",
-		    NULL);
+		st_send(
+		    c, MHS_CODE_INVALID_ARGUMENT, "undecodable payload", NULL);
 		return;
 	}
 	c->state = ST_CTX_WAIT;
@@ -168,25 +169,26 @@ st_table_build(struct store *st)
 		const char *method;
 		const struct st_binding *b;
 	} binds[] = {
-		{"Append", &bind_append},
-		{"Get", &bind_get},
-		{"Search", &bind_search},
-		{"Lease", &bind_lease},
-		{"Report", &bind_report},
-		{"ListDeadLetters", &bind_dead},
-		{"Redeliver", &bind_redeliver},
-		{"Ready", &bind_ready},
+	    {"Append", &bind_append},
+	    {"Get", &bind_get},
+	    {"Search", &bind_search},
+	    {"Lease", &bind_lease},
+	    {"Report", &bind_report},
+	    {"ListDeadLetters", &bind_dead},
+	    {"Redeliver", &bind_redeliver},
+	    {"Ready", &bind_ready},
 	};
 	int rv;
 
-	if ((rv = mhs_rpc_table_add_service(&st->table,
-		 &mhs__store__v1__store__descriptor)) != 0)
+	if ((rv = mhs_rpc_table_add_service(
+	         &st->table, &mhs__store__v1__store__descriptor)) != 0)
 		return rv;
 	for (size_t i = 0; i < sizeof(binds) / sizeof(binds[0]); i++) {
 		char path[128];
 		snprintf(path, sizeof(path), "/mhs.store.v1.Store/%s",
 		    binds[i].method);
-		if ((rv = mhs_rpc_table_bind(&st->table, path, binds[i].b)) != 0)
+		if ((rv = mhs_rpc_table_bind(&st->table, path, binds[i].b)) !=
+		    0)
 			return rv;
 	}
 	mhs_rpc_table_seal(&st->table);

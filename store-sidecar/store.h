@@ -82,7 +82,8 @@ struct st_op {
 };
 
 struct st_redis {
-	redisContext *c; /* NULL while disconnected: never reused after error */
+	redisContext
+	    *c; /* NULL while disconnected: never reused after error */
 	char apply_sha[41];
 	int64_t next_attempt_ms;
 	int backoff_ms;
@@ -128,19 +129,19 @@ void st_enqueue(struct store *st, struct st_op *op);
 int st_redis_ensure(struct store *st);
 void st_redis_drop(struct store *st, const char *why);
 /* Appends the EVALSHA that applies one journal record to the pipeline. */
-int st_redis_append_apply(struct store *st, uint64_t seq,
-    const Mhs__Store__V1__JournalRecord *r);
+int st_redis_append_apply(
+    struct store *st, uint64_t seq, const Mhs__Store__V1__JournalRecord *r);
 /* Reads n pipelined replies; returns 0 or a negative mhs_err. */
 int st_redis_drain(struct store *st, size_t n);
 /* Replays every journal record after the last one Redis applied. */
 int st_redis_replay(struct store *st);
 /* One command, returning the reply (caller frees) or NULL after dropping. */
-redisReply *st_redis_cmd(struct store *st, int argc, const char **argv,
-    const size_t *lens);
+redisReply *st_redis_cmd(
+    struct store *st, int argc, const char **argv, const size_t *lens);
 
 /* st_idem_key writes the scoped idempotency key "CLIENT/KEY". */
-void st_idem_key(const char *client, const char *key, char *out,
-    size_t outlen);
+void st_idem_key(
+    const char *client, const char *key, char *out, size_t outlen);
 
 void st_metrics_write(void *arg, struct mhs_buf *out);
 

@@ -56,8 +56,8 @@ st_enqueue(struct store *st, struct st_op *op)
 }
 
 static struct st_rec *
-batch_rec(struct st_batch *b, struct st_op *op, const char *message_id,
-    int kind)
+batch_rec(
+    struct st_batch *b, struct st_op *op, const char *message_id, int kind)
 {
 	struct st_rec *r;
 
@@ -119,7 +119,8 @@ st_hgetall(struct store *st, const char *id)
 
 	snprintf(key, sizeof(key), "%s:m:{%s}", st->cfg.prefix, id);
 	rep = st_redis_cmd(st, 2, argv, NULL);
-	if (rep != NULL && (rep->type != REDIS_REPLY_ARRAY || rep->elements == 0)) {
+	if (rep != NULL &&
+	    (rep->type != REDIS_REPLY_ARRAY || rep->elements == 0)) {
 		freeReplyObject(rep);
 		return NULL;
 	}
@@ -129,8 +130,8 @@ st_hgetall(struct store *st, const char *id)
 static void
 status_free(ProtobufCMessage *m)
 {
-	mhs__v1__message_status__free_unpacked((Mhs__V1__MessageStatus *) m,
-	    NULL);
+	mhs__v1__message_status__free_unpacked(
+	    (Mhs__V1__MessageStatus *) m, NULL);
 }
 
 /*
@@ -172,8 +173,8 @@ do_get(struct st_batch *b, struct st_op *op)
 	Mhs__V1__MessageStatus *s;
 
 	if (h == NULL) {
-		op_fail(op, b->st->redis.c ? MHS_CODE_NOT_FOUND
-					   : MHS_CODE_UNAVAILABLE,
+		op_fail(op,
+		    b->st->redis.c ? MHS_CODE_NOT_FOUND : MHS_CODE_UNAVAILABLE,
 		    b->st->redis.c ? "no such message" : "Redis unavailable");
 		return;
 	}
@@ -203,8 +204,8 @@ append_fingerprint(struct st_op *op)
 
 /* append_match settles op as a repeat of an earlier message, or code 6. */
 static void
-append_match(struct st_op *op, const char *id, const uint8_t *fp,
-    int64_t accepted_at)
+append_match(
+    struct st_op *op, const char *id, const uint8_t *fp, int64_t accepted_at)
 {
 	if (memcmp(fp, op->fingerprint, 32) != 0) {
 		op_fail(op, MHS_CODE_ALREADY_EXISTS,
@@ -243,14 +244,17 @@ appends_dedup(struct st_batch *b, struct st_op **apps, size_t n)
 	char key[300];
 
 	for (size_t i = 0; i < n; i++) {
-		const Mhs__Store__V1__AppendRequest *in = (const void *) apps[i]->in;
+		const Mhs__Store__V1__AppendRequest *in =
+		    (const void *) apps[i]->in;
 		char scoped[256];
 		const char *argv[] = {"GET", key};
 
 		st_idem_key(in->client_id, in->submit->idempotency_key, scoped,
 		    sizeof(scoped));
-		snprintf(key, sizeof(key), "%s:idem:%s", st->cfg.prefix, scoped);
-		if (redisAppendCommandArgv(st->redis.c, 2, argv, NULL) != REDIS_OK)
+		snprintf(
+		    key, sizeof(key), "%s:idem:%s", st->cfg.prefix, scoped);
+		if (redisAppendCommandArgv(st->redis.c, 2, argv, NULL) !=
+		    REDIS_OK)
 			return MHS_EUNAVAIL;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -266,7 +270,8 @@ appends_dedup(struct st_batch *b, struct st_op **apps, size_t n)
 	}
 	/* Repeats inside this batch answer with the first one's id. */
 	for (size_t i = 0; i < n; i++) {
-		const Mhs__Store__V1__AppendRequest *a = (const void *) apps[i]->in;
+		const Mhs__Store__V1__AppendRequest *a =
+		    (const void *) apps[i]->in;
 		if (apps[i]->code != 0 || apps[i]->duplicate)
 			continue;
 		for (size_t j = 0; j < i; j++) {
@@ -275,7 +280,7 @@ appends_dedup(struct st_batch *b, struct st_op **apps, size_t n)
 			if (apps[j]->code != 0 || apps[j]->duplicate ||
 			    strcmp(a->client_id, p->client_id) != 0 ||
 			    strcmp(a->submit->idempotency_key,
-				p->submit->idempotency_key) != 0)
+			        p->submit->idempotency_key) != 0)
 				continue;
 			append_match(apps[i], apps[j]->message_id,
 			    apps[j]->fingerprint, apps[j]->accepted_at_ms);
@@ -293,7 +298,8 @@ static void
 appends_record(struct st_batch *b, struct st_op **apps, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		const Mhs__Store__V1__AppendRequest *in = (const void *) apps[i]->in;
+		const Mhs__Store__V1__AppendRequest *in =
+		    (const void *) apps[i]->in;
 		struct st_rec *r;
 
 		if (apps[i]->code != 0 || apps[i]->duplicate)
@@ -342,8 +348,8 @@ appends_answer(struct st_batch *b, struct st_op **apps, size_t n)
 		if (op->duplicate) {
 			redisReply *h = st_hgetall(b->st, op->message_id);
 			if (h != NULL)
-				r->state = (Mhs__V1__MessageState) hash_ll(h,
-				    "state");
+				r->state = (Mhs__V1__MessageState) hash_ll(
+				    h, "state");
 			if (h != NULL)
 				freeReplyObject(h);
 			atomic_fetch_add(&b->st->stats.duplicates, 1);
@@ -389,15 +395,16 @@ lease_read(struct store *st, const Mhs__Store__V1__LeaseRequest *in,
 {
 	char stream[128], count[16], idle[16];
 	const char *xauto[] = {"XAUTOCLAIM", stream, "routers", in->consumer,
-		idle, "0-0", "COUNT", count};
+	    idle, "0-0", "COUNT", count};
 	const char *xread[] = {"XREADGROUP", "GROUP", "routers", in->consumer,
-		"COUNT", count, "STREAMS", stream, ">"};
+	    "COUNT", count, "STREAMS", stream, ">"};
 
 	snprintf(stream, sizeof(stream), "%s:deliver", st->cfg.prefix);
 	snprintf(count, sizeof(count), "%u", max);
-	snprintf(idle, sizeof(idle), "%u", in->lease_ms ? in->lease_ms : 30000);
+	snprintf(
+	    idle, sizeof(idle), "%u", in->lease_ms ? in->lease_ms : 30000);
 	return claim ? st_redis_cmd(st, 8, xauto, NULL)
-		     : st_redis_cmd(st, 9, xread, NULL);
+	             : st_redis_cmd(st, 9, xread, NULL);
 }
 
 static int
@@ -405,7 +412,8 @@ lease_take(struct st_batch *b, struct st_op *op,
     Mhs__Store__V1__LeaseResponse *resp, redisReply *entries, unsigned max)
 {
 	for (size_t i = 0; entries != NULL && i < entries->elements &&
-	     resp->n_deliveries < max; i++) {
+	     resp->n_deliveries < max;
+	     i++) {
 		redisReply *e = entries->element[i], *h;
 		Mhs__Store__V1__Delivery *d;
 		const char *id;
@@ -485,7 +493,8 @@ do_lease(struct st_batch *b, struct st_op *op)
 			op_fail(op, MHS_CODE_UNAVAILABLE, "Redis unavailable");
 			return;
 		}
-		if (claim && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2)
+		if (claim && rep->type == REDIS_REPLY_ARRAY &&
+		    rep->elements >= 2)
 			entries = rep->element[1];
 		else if (!claim && rep->type == REDIS_REPLY_ARRAY &&
 		    rep->elements == 1 && rep->element[0]->elements == 2)
@@ -498,16 +507,16 @@ do_lease(struct st_batch *b, struct st_op *op)
 }
 
 static const int outcome_state[] = {
-	[MHS__STORE__V1__OUTCOME__OUTCOME_DELIVERED] =
-	    MHS__V1__MESSAGE_STATE__MESSAGE_STATE_DELIVERED,
-	[MHS__STORE__V1__OUTCOME__OUTCOME_RETRY] =
-	    MHS__V1__MESSAGE_STATE__MESSAGE_STATE_RETRYING,
-	[MHS__STORE__V1__OUTCOME__OUTCOME_FAILED] =
-	    MHS__V1__MESSAGE_STATE__MESSAGE_STATE_FAILED,
-	[MHS__STORE__V1__OUTCOME__OUTCOME_EXPIRED] =
-	    MHS__V1__MESSAGE_STATE__MESSAGE_STATE_EXPIRED,
-	[MHS__STORE__V1__OUTCOME__OUTCOME_RESPONDED] =
-	    MHS__V1__MESSAGE_STATE__MESSAGE_STATE_RESPONDED,
+    [MHS__STORE__V1__OUTCOME__OUTCOME_DELIVERED] =
+        MHS__V1__MESSAGE_STATE__MESSAGE_STATE_DELIVERED,
+    [MHS__STORE__V1__OUTCOME__OUTCOME_RETRY] =
+        MHS__V1__MESSAGE_STATE__MESSAGE_STATE_RETRYING,
+    [MHS__STORE__V1__OUTCOME__OUTCOME_FAILED] =
+        MHS__V1__MESSAGE_STATE__MESSAGE_STATE_FAILED,
+    [MHS__STORE__V1__OUTCOME__OUTCOME_EXPIRED] =
+        MHS__V1__MESSAGE_STATE__MESSAGE_STATE_EXPIRED,
+    [MHS__STORE__V1__OUTCOME__OUTCOME_RESPONDED] =
+        MHS__V1__MESSAGE_STATE__MESSAGE_STATE_RESPONDED,
 };
 
 static void
@@ -529,14 +538,15 @@ do_report(struct st_batch *b, struct st_op *op)
 		return;
 	}
 	if ((h = st_hgetall(b->st, in->message_id)) == NULL) {
-		op_fail(op, b->st->redis.c ? MHS_CODE_NOT_FOUND
-					   : MHS_CODE_UNAVAILABLE,
+		op_fail(op,
+		    b->st->redis.c ? MHS_CODE_NOT_FOUND : MHS_CODE_UNAVAILABLE,
 		    "no such message");
 		return;
 	}
 	if (state_final(hash_ll(h, "state")) &&
 	    in->outcome != MHS__STORE__V1__OUTCOME__OUTCOME_RESPONDED) {
-		freeReplyObject(h); /* already settled: keep the first outcome */
+		freeReplyObject(
+		    h); /* already settled: keep the first outcome */
 	} else {
 		r = batch_rec(b, op, in->message_id,
 		    MHS__STORE__V1__RECORD_KIND__RECORD_KIND_STATE);
@@ -615,8 +625,8 @@ batch_apply(struct st_batch *b)
 	size_t n = 0;
 
 	for (size_t i = 0; i < b->n; i++) {
-		if (st_redis_append_apply(b->st, b->recs[i].seq,
-			&b->recs[i].r) != 0)
+		if (st_redis_append_apply(
+		        b->st, b->recs[i].seq, &b->recs[i].r) != 0)
 			break;
 		n++;
 	}
@@ -635,14 +645,15 @@ batch_apply(struct st_batch *b)
 }
 
 static void
-batch_read(struct st_batch *b, struct st_op *ops, struct st_op **apps,
-    size_t *napps)
+batch_read(
+    struct st_batch *b, struct st_op *ops, struct st_op **apps, size_t *napps)
 {
 	for (struct st_op *op = ops; op != NULL; op = op->next) {
 		switch (op->kind) {
 		case ST_APPEND:
 			if (append_fingerprint(op) != 0)
-				op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+				op_fail(
+				    op, MHS_CODE_INTERNAL, "out of memory");
 			else
 				apps[(*napps)++] = op;
 			break;
@@ -676,19 +687,22 @@ worker_batch(struct store *st, struct st_op *ops, size_t nops)
 		for (struct st_op *op = ops; op != NULL; op = op->next)
 			op_fail(op, MHS_CODE_UNAVAILABLE,
 			    apps == NULL ? "out of memory"
-			    : mhs_journal_failed(st->journal)
-				? "journal failed: store not accepting"
-				: "Redis unavailable");
+			        : mhs_journal_failed(st->journal)
+			        ? "journal failed: store not accepting"
+			        : "Redis unavailable");
 		goto answer;
 	}
 	batch_read(&b, ops, apps, &napps);
 	if (napps > 0 && appends_dedup(&b, apps, napps) != 0)
 		for (size_t i = 0; i < napps; i++)
-			op_fail(apps[i], MHS_CODE_UNAVAILABLE, "Redis unavailable");
+			op_fail(apps[i], MHS_CODE_UNAVAILABLE,
+			    "Redis unavailable");
 	appends_record(&b, apps, napps);
 	if ((rv = batch_journal(&b)) != 0) {
-		mhs_error("journal_failed", "append failed, store stops "
-					    "accepting: %s", mhs_strerror(rv));
+		mhs_error("journal_failed",
+		    "append failed, store stops "
+		    "accepting: %s",
+		    mhs_strerror(rv));
 		atomic_store(&st->journal_ok, false);
 		for (size_t i = 0; i < b.n; i++)
 			if (b.recs[i].op != NULL)
@@ -716,8 +730,8 @@ static void
 worker_promote_retries(struct store *st)
 {
 	char zkey[128], now[24], stream[128];
-	const char *range[] = {"ZRANGEBYSCORE", zkey, "-inf", now, "LIMIT", "0",
-		"256"};
+	const char *range[] = {
+	    "ZRANGEBYSCORE", zkey, "-inf", now, "LIMIT", "0", "256"};
 	redisReply *rep;
 
 	if (st->redis.c == NULL)

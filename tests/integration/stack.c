@@ -35,12 +35,28 @@ port_free(int port)
 	return ok;
 }
 
+/*
+ * free_port_base picks n consecutive free ports below the kernel's
+ * ephemeral range, so that the stack's own outgoing connections can never
+ * take a port one of its servers is about to listen on.
+ */
 static int
 free_port_base(int n)
 {
+	int lo = 32768, hi = 60999, top;
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+
+	if (f != NULL) {
+		if (fscanf(f, "%d %d", &lo, &hi) != 2)
+			lo = 32768;
+		fclose(f);
+	}
+	top = lo - n - 1;
+	if (top <= 12000)
+		top = 12000 + 8000;
 	srand((unsigned) (getpid() ^ time(NULL)));
 	for (int tries = 0; tries < 200; tries++) {
-		int base = 20000 + rand() % 35000, i;
+		int base = 10000 + rand() % (top - 10000), i;
 		for (i = 0; i < n && port_free(base + i); i++)
 			;
 		if (i == n)
@@ -72,16 +88,19 @@ stack_read_env(struct stack *s)
 	while (fgets(line, sizeof(line), f) != NULL) {
 		env_value(line, "MHS_GATEWAY_URL", s->gateway_url,
 		    sizeof(s->gateway_url));
-		env_value(line, "MHS_HTTP_URL", s->http_url, sizeof(s->http_url));
-		env_value(line, "MHS_SPINE_URL", s->spine_url,
-		    sizeof(s->spine_url));
-		env_value(line, "MHS_SPINE_CA", s->spine_ca, sizeof(s->spine_ca));
+		env_value(
+		    line, "MHS_HTTP_URL", s->http_url, sizeof(s->http_url));
+		env_value(
+		    line, "MHS_SPINE_URL", s->spine_url, sizeof(s->spine_url));
+		env_value(
+		    line, "MHS_SPINE_CA", s->spine_ca, sizeof(s->spine_ca));
 		env_value(line, "MHS_SPINE_CLIENT_CERT", s->client_cert,
 		    sizeof(s->client_cert));
 		env_value(line, "MHS_SPINE_CLIENT_KEY", s->client_key,
 		    sizeof(s->client_key));
 		env_value(line, "MHS_TOKEN", s->token, sizeof(s->token));
-		env_value(line, "MHS_PIDS_DIR", s->pids_dir, sizeof(s->pids_dir));
+		env_value(
+		    line, "MHS_PIDS_DIR", s->pids_dir, sizeof(s->pids_dir));
 	}
 	fclose(f);
 	return s->gateway_url[0] && s->token[0] && s->pids_dir[0];
@@ -106,17 +125,19 @@ stack_start(struct stack *s, int routers)
 		dup2(fd, 1);
 		dup2(fd, 2);
 		setpgid(0, 0);
-		execl("/bin/bash", "bash", MHS_SOURCE_DIR "/scripts/run", "--dir",
-		    s->dir, "--port-base", base, "--routers", nrouters, "--bin",
-		    MHS_BUILD_DIR, (char *) NULL);
+		execl("/bin/bash", "bash", MHS_SOURCE_DIR "/scripts/run",
+		    "--dir", s->dir, "--port-base", base, "--routers",
+		    nrouters, "--bin", MHS_BUILD_DIR, (char *) NULL);
 		_exit(127);
 	}
-	for (int i = 0; i < 1200; i++) { /* up to 120 s: ASan builds are slow */
+	for (int i = 0; i < 1200;
+	     i++) { /* up to 120 s: ASan builds are slow */
 		int st;
 		if (stack_read_env(s))
 			return true;
 		if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
-			fprintf(stderr, "scripts/run exited early; see %s\n", log);
+			fprintf(
+			    stderr, "scripts/run exited early; see %s\n", log);
 			s->pid = 0;
 			return false;
 		}
@@ -175,12 +196,44 @@ stack_stop(struct stack *s)
 	}
 	for (int i = 0; i < n; i++) {
 		if (kill(pids[i], 0) == 0 || errno != ESRCH) {
-			fprintf(stderr, "process %d still running after stop\n",
+			fprintf(stderr,
+			    "process %d still running after stop\n",
 			    (int) pids[i]);
 			return false;
 		}
 	}
-	return n > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+	if (n == 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		fprintf(stderr, "scripts/run: %d pid files, exit status %d\n",
+		    n, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+		return false;
+	}
+	return true;
+}
+
+bool
+stack_restarts(const struct stack *s)
+{
+	char path[300], line[512];
+	bool found = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/run.out", s->dir);
+	if ((f = fopen(path, "r")) == NULL)
+		return false;
+	while (!found && fgets(line, sizeof(line), f) != NULL)
+		found = strstr(line, "exited; restarting") != NULL;
+	fclose(f);
+	return found;
+}
+
+void
+stack_cleanup(const struct stack *s)
+{
+	char cmd[300];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", s->dir);
+	if (strncmp(s->dir, "/tmp/mhs-it-", 12) == 0)
+		(void) !system(cmd);
 }
 
 static size_t
@@ -218,7 +271,8 @@ test_nhs_number(unsigned seed, char out[11])
 {
 	for (unsigned k = 0;; k++) {
 		int sum = 0, check;
-		snprintf(out, 11, "%09u0", (seed * 7919u + k * 104729u) % 1000000000u);
+		snprintf(out, 11, "%09u0",
+		    (seed * 7919u + k * 104729u) % 1000000000u);
 		for (int i = 0; i < 9; i++)
 			sum += (out[i] - '0') * (10 - i);
 		check = (11 - sum % 11) % 11;

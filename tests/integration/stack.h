@@ -30,6 +30,10 @@ struct stack {
 bool stack_start(struct stack *s, int routers);
 /* stack_stop sends SIGTERM and checks that no process is left behind. */
 bool stack_stop(struct stack *s);
+/* stack_restarts: did scripts/run have to restart a crashed process? */
+bool stack_restarts(const struct stack *s);
+/* stack_cleanup removes the stack's directory (after a clean stop). */
+void stack_cleanup(const struct stack *s);
 /* stack_http_get fetches url (HTTPS with the stack's CA and client cert);
  * returns the HTTP status or -1. */
 int stack_http(const struct stack *s, const char *method, const char *url,

@@ -20,7 +20,7 @@
 #include "util.h"
 #include "validate.h"
 
-#define SUBMIT "/mhs.v1.Prescriptions/Submit"
+#define SUBMIT     "/mhs.v1.Prescriptions/Submit"
 #define GET_STATUS "/mhs.v1.Prescriptions/GetStatus"
 #define N_MESSAGES 100
 
@@ -41,24 +41,24 @@ static void
 teardown(void)
 {
 	mhs_client_close(cl);
-	if (stk.pid > 0)
-		stack_stop(&stk);
+	if (stk.pid > 0 && stack_stop(&stk))
+		stack_cleanup(&stk);
 }
 
 static int
-submit(unsigned i, const char *key, Mhs__V1__SubmitResponse **out,
-    char **err)
+submit(unsigned i, const char *key, Mhs__V1__SubmitResponse **out, char **err)
 {
 	Mhs__V1__SubmitRequest rq = MHS__V1__SUBMIT_REQUEST__INIT;
-	struct mhs_rpc_meta meta[] = {{"authorization", bearer},
-		{"x-request-id", "it-submit"}};
+	struct mhs_rpc_meta meta[] = {
+	    {"authorization", bearer}, {"x-request-id", "it-submit"}};
 	char nhs[11], rx[21], payload[200];
 
 	test_nhs_number(i + 1, nhs);
 	test_rx_id(i + 1, rx);
 	snprintf(payload, sizeof(payload),
 	    "<PORX_IN020101SM31 xmlns=\"urn:hl7-org:v3\"><id root=\"%u\"/>"
-	    "</PORX_IN020101SM31>", i);
+	    "</PORX_IN020101SM31>",
+	    i);
 	rq.idempotency_key = (char *) key;
 	rq.interaction_id = "PORX_IN020101SM31";
 	rq.prescription_id = rx;
@@ -147,19 +147,24 @@ Test(walking_skeleton, hundred_messages_reach_spine, .init = setup,
 	cr_assert_eq(stack_http(&stk, "GET", url, NULL, &sim), 200);
 	for (int i = 0; i < N_MESSAGES; i++) {
 		char needle[64];
-		snprintf(needle, sizeof(needle), "\"message_id\":\"%.36s\"", ids[i]);
+		snprintf(needle, sizeof(needle), "\"message_id\":\"%.36s\"",
+		    ids[i]);
 		cr_assert(sim.data != NULL && strstr(sim.data, needle) != NULL,
 		    "simulator did not see %s", ids[i]);
 	}
 	mhs_buf_fini(&sim);
 
-	/* 5. A clean stop leaves no process behind. */
+	/* 5. Nothing crashed on the way, and a clean stop leaves no process
+	 * behind. */
+	cr_assert(!stack_restarts(&stk),
+	    "a process exited and was restarted; see %s/run.out", stk.dir);
 	cr_assert(stack_stop(&stk), "scripts/run did not stop cleanly");
 	stk.pid = 0;
+	stack_cleanup(&stk);
 }
 
-Test(walking_skeleton, bad_input_gets_a_code, .init = setup,
-    .fini = teardown, .timeout = 300)
+Test(walking_skeleton, bad_input_gets_a_code, .init = setup, .fini = teardown,
+    .timeout = 300)
 {
 	Grpc__Health__V1__HealthCheckRequest hc =
 	    GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
@@ -170,27 +175,35 @@ Test(walking_skeleton, bad_input_gets_a_code, .init = setup,
 	char id[37];
 
 	cr_assert_eq(mhs_client_call(cl, "/mhs.v1.Nope/Nope", &gs.base, NULL,
-			 NULL, good, 1, 5000, NULL), 12);
+	                 NULL, good, 1, 5000, NULL),
+	    12);
 	cr_assert_eq(mhs_client_call(cl, GET_STATUS, &gs.base, NULL, NULL, bad,
-			 1, 5000, NULL), 16);
+	                 1, 5000, NULL),
+	    16);
 	cr_assert_eq(mhs_client_call(cl, GET_STATUS, &gs.base, NULL, NULL,
-			 NULL, 0, 5000, NULL), 16);
+	                 NULL, 0, 5000, NULL),
+	    16);
 	gs.message_id = "not-a-uuid";
 	cr_assert_eq(mhs_client_call(cl, GET_STATUS, &gs.base, NULL, NULL,
-			 good, 1, 5000, NULL), 3);
+	                 good, 1, 5000, NULL),
+	    3);
 	cr_assert_eq(mhs_uuid_upper(id), 0);
 	gs.message_id = id;
 	cr_assert_eq(mhs_client_call(cl, GET_STATUS, &gs.base, NULL, NULL,
-			 good, 1, 5000, NULL), 5);
-	cr_assert_eq(mhs_client_call(cl, "/grpc.health.v1.Health/Check",
-			 &hc.base, &grpc__health__v1__health_check_response__descriptor,
-			 (ProtobufCMessage **) &hr, NULL, 0, 5000, NULL), 0);
+	                 good, 1, 5000, NULL),
+	    5);
+	cr_assert_eq(
+	    mhs_client_call(cl, "/grpc.health.v1.Health/Check", &hc.base,
+	        &grpc__health__v1__health_check_response__descriptor,
+	        (ProtobufCMessage **) &hr, NULL, 0, 5000, NULL),
+	    0);
 	cr_assert_eq(hr->status,
 	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
 	protobuf_c_message_free_unpacked(&hr->base, NULL);
 	hc.service = "no.such.Service";
 	cr_assert_eq(mhs_client_call(cl, "/grpc.health.v1.Health/Check",
-			 &hc.base, NULL, NULL, NULL, 0, 5000, NULL), 5);
+	                 &hc.base, NULL, NULL, NULL, 0, 5000, NULL),
+	    5);
 	{
 		Mhs__V1__SubmitResponse *r = NULL;
 		char nhs[11], rx[21];
@@ -205,19 +218,23 @@ Test(walking_skeleton, bad_input_gets_a_code, .init = setup,
 		rq.payload.data = (uint8_t *) "<x/>";
 		rq.payload.len = 4;
 		cr_assert_eq(mhs_client_call(cl, SUBMIT, &rq.base, NULL, NULL,
-				 good, 1, 5000, NULL), 3);
+		                 good, 1, 5000, NULL),
+		    3);
 		rq.nhs_number = nhs;
 		rq.prescription_id = "04F4C2-A99968-7F717Q";
 		cr_assert_eq(mhs_client_call(cl, SUBMIT, &rq.base, NULL, NULL,
-				 good, 1, 5000, NULL), 3);
+		                 good, 1, 5000, NULL),
+		    3);
 		rq.prescription_id = rx;
 		rq.interaction_id = "PORX_IN999999SM99";
 		cr_assert_eq(mhs_client_call(cl, SUBMIT, &rq.base, NULL, NULL,
-				 good, 1, 5000, NULL), 3);
+		                 good, 1, 5000, NULL),
+		    3);
 		rq.interaction_id = "PORX_IN020101SM31";
 		rq.idempotency_key = "";
 		cr_assert_eq(mhs_client_call(cl, SUBMIT, &rq.base, NULL, NULL,
-				 good, 1, 5000, NULL), 3);
+		                 good, 1, 5000, NULL),
+		    3);
 		(void) r;
 	}
 }

@@ -17,8 +17,8 @@
 #include "rpc.h"
 #include "status.h"
 
-static const char *const state_names[] = {"UNSPECIFIED", "ACCEPTED",
-	"SENDING", "RETRYING", "DELIVERED", "RESPONDED", "FAILED", "EXPIRED"};
+static const char *const state_names[] = {"UNSPECIFIED", "ACCEPTED", "SENDING",
+    "RETRYING", "DELIVERED", "RESPONDED", "FAILED", "EXPIRED"};
 
 static struct {
 	char *url, *token, *interaction, *rx, *nhs, *sender, *recipient;
@@ -27,37 +27,38 @@ static struct {
 	bool json;
 } o;
 
-#define COMMON_OPTS                                                       \
-	{"url", MHS_OPT_STR, "", 0, 0,                                    \
-	    "gateway URL (default: $MHS_GATEWAY_URL)", &o.url},           \
-	    {"token", MHS_OPT_STR, "", 0, 0,                              \
-		"bearer token (default: $MHS_TOKEN)", &o.token},          \
-	    {"timeout-ms", MHS_OPT_INT, "10000", 1, 600000,               \
-		"deadline of the call", &o.timeout_ms},                   \
-	    {"json", MHS_OPT_BOOL, "false", 0, 0, "print JSON", &o.json}
+#define COMMON_OPTS                                                           \
+	{"url", MHS_OPT_STR, "", 0, 0,                                        \
+	    "gateway URL (default: $MHS_GATEWAY_URL)", &o.url},               \
+	    {"token", MHS_OPT_STR, "", 0, 0,                                  \
+	        "bearer token (default: $MHS_TOKEN)", &o.token},              \
+	    {"timeout-ms", MHS_OPT_INT, "10000", 1, 600000,                   \
+	        "deadline of the call", &o.timeout_ms},                       \
+	{                                                                     \
+		"json", MHS_OPT_BOOL, "false", 0, 0, "print JSON", &o.json    \
+	}
 
 static struct mhs_opt submit_opts[] = {
-	COMMON_OPTS,
-	{"interaction", MHS_OPT_STR, "PORX_IN020101SM31", 0, 0,
-	    "HL7 interaction id", &o.interaction},
-	{"prescription-id", MHS_OPT_STR, "", 0, 0, "short-form prescription ID",
-	    &o.rx},
-	{"nhs-number", MHS_OPT_STR, "", 0, 0, "patient's NHS number", &o.nhs},
-	{"sender-ods", MHS_OPT_STR, "", 0, 0, "sending organisation",
-	    &o.sender},
-	{"recipient-ods", MHS_OPT_STR, "", 0, 0, "receiving organisation",
-	    &o.recipient},
-	{"content-type", MHS_OPT_STR, "text/xml", 0, 0, "payload MIME type",
-	    &o.ctype},
-	{"payload-file", MHS_OPT_STR, "", 0, 0, "HL7 payload file (- = stdin)",
-	    &o.payload_file},
-	{"idempotency-key", MHS_OPT_STR, "", 0, 0,
-	    "the partner's key for this message (required)", &o.key},
-	{NULL, 0, NULL, 0, 0, NULL, NULL},
+    COMMON_OPTS,
+    {"interaction", MHS_OPT_STR, "PORX_IN020101SM31", 0, 0,
+        "HL7 interaction id", &o.interaction},
+    {"prescription-id", MHS_OPT_STR, "", 0, 0, "short-form prescription ID",
+        &o.rx},
+    {"nhs-number", MHS_OPT_STR, "", 0, 0, "patient's NHS number", &o.nhs},
+    {"sender-ods", MHS_OPT_STR, "", 0, 0, "sending organisation", &o.sender},
+    {"recipient-ods", MHS_OPT_STR, "", 0, 0, "receiving organisation",
+        &o.recipient},
+    {"content-type", MHS_OPT_STR, "text/xml", 0, 0, "payload MIME type",
+        &o.ctype},
+    {"payload-file", MHS_OPT_STR, "", 0, 0, "HL7 payload file (- = stdin)",
+        &o.payload_file},
+    {"idempotency-key", MHS_OPT_STR, "", 0, 0,
+        "the partner's key for this message (required)", &o.key},
+    {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
-static struct mhs_opt plain_opts[] = {COMMON_OPTS,
-	{NULL, 0, NULL, 0, 0, NULL, NULL}};
+static struct mhs_opt plain_opts[] = {
+    COMMON_OPTS, {NULL, 0, NULL, 0, 0, NULL, NULL}};
 
 static int
 connect_gateway(struct mhs_client **cl)
@@ -74,8 +75,9 @@ connect_gateway(struct mhs_client **cl)
 		o.token = strdup(env);
 	}
 	if (o.url[0] == '\0') {
-		fprintf(stderr, "mhsctl: no gateway: set MHS_GATEWAY_URL or "
-				"--url (e.g. . run/stack.env)\n");
+		fprintf(stderr,
+		    "mhsctl: no gateway: set MHS_GATEWAY_URL or "
+		    "--url (e.g. . run/stack.env)\n");
 		return 2;
 	}
 	if ((rv = mhs_client_open(cl, o.url)) != 0) {
@@ -97,8 +99,8 @@ call_result(int code, char *err)
 		return 3;
 	}
 	if (code > 0)
-		fprintf(stderr, "mhsctl: %s (code %d): %s\n", mhs_code_name(code),
-		    code, err ? err : "");
+		fprintf(stderr, "mhsctl: %s (code %d): %s\n",
+		    mhs_code_name(code), code, err ? err : "");
 	free(err);
 	return code == 0 ? 0 : 1;
 }
@@ -141,13 +143,14 @@ cmd_submit(struct mhs_client *cl)
 	int code;
 
 	if (o.payload_file[0] == '\0' || o.key[0] == '\0') {
-		fprintf(stderr, "mhsctl submit: --payload-file and "
-				"--idempotency-key are required (see --help)\n");
+		fprintf(stderr,
+		    "mhsctl submit: --payload-file and "
+		    "--idempotency-key are required (see --help)\n");
 		return 2;
 	}
 	if ((payload = read_payload(o.payload_file, &len)) == NULL) {
-		fprintf(stderr, "mhsctl submit: cannot read %s\n",
-		    o.payload_file);
+		fprintf(
+		    stderr, "mhsctl submit: cannot read %s\n", o.payload_file);
 		return 2;
 	}
 	snprintf(auth, sizeof(auth), "Bearer %s", o.token);
@@ -191,15 +194,16 @@ cmd_status(struct mhs_client *cl, const char *id)
 
 	snprintf(auth, sizeof(auth), "Bearer %s", o.token);
 	rq.message_id = (char *) id;
-	code = mhs_client_call(cl, "/mhs.v1.Prescriptions/GetStatus",
-	    &rq.base, &mhs__v1__message_status__descriptor,
-	    (ProtobufCMessage **) &s, meta, 1, (int) o.timeout_ms, &err);
+	code = mhs_client_call(cl, "/mhs.v1.Prescriptions/GetStatus", &rq.base,
+	    &mhs__v1__message_status__descriptor, (ProtobufCMessage **) &s,
+	    meta, 1, (int) o.timeout_ms, &err);
 	if (code == 0) {
 		if (o.json)
-			printf("{\"message_id\":\"%s\",\"state\":\"%s\","
-			       "\"interaction_id\":\"%s\",\"prescription_id\":"
-			       "\"%s\",\"attempts\":%u,\"accepted_at_ms\":%lld,"
-			       "\"updated_at_ms\":%lld}\n",
+			printf(
+			    "{\"message_id\":\"%s\",\"state\":\"%s\","
+			    "\"interaction_id\":\"%s\",\"prescription_id\":"
+			    "\"%s\",\"attempts\":%u,\"accepted_at_ms\":%lld,"
+			    "\"updated_at_ms\":%lld}\n",
 			    s->message_id, state_names[s->state & 7],
 			    s->interaction_id, s->prescription_id, s->attempts,
 			    (long long) s->accepted_at_ms,
