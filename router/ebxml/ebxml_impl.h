@@ -1,0 +1,105 @@
+/*
+ * Design notes: internals shared by the ebXML files, not part of the API.
+ *  - ebxml_mime.c: Content-Type parameters and multipart/related splitting.
+ *    Pure byte handling over a caller's buffer; nothing is copied except
+ *    header values into bounded caller arrays.
+ *  - ebxml_xml.c: the one place libxml2 documents are opened (safe options,
+ *    DTDs refused) and queried with namespace-aware XPath.
+ *  - ebxml_text.c: escaping and validation of text written into XML.
+ */
+#ifndef MHS_EBXML_IMPL_H
+#define MHS_EBXML_IMPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <libxml/tree.h>
+#include <libxml/xpath.h>
+
+#include "buf.h"
+
+#define EBXML_NS_SOAP "http://schemas.xmlsoap.org/soap/envelope/"
+#define EBXML_NS_EB                                                           \
+	"http://www.oasis-open.org/committees/ebxml-msg/schema/"              \
+	"msg-header-2_0.xsd"
+#define EBXML_NS_XLINK "http://www.w3.org/1999/xlink"
+#define EBXML_NS_HL7   "urn:hl7-org:transport/ebXML/DSTUv1.0"
+#define EBXML_NS_NASP  "http://national.carerecords.nhs.uk/schema/"
+
+/* ---- MIME ---- */
+
+struct ebxml_part {
+	const char *data; /* content after the part's headers */
+	size_t len;
+	char content_id[256]; /* trimmed, without <> */
+};
+
+/* Media type of ct (before ';') equals type, case-insensitively. */
+bool ebxml_mime_type_is(const char *ct, const char *type);
+
+/*
+ * ebxml_mime_param copies parameter name of Content-Type ct into out,
+ * unquoted. Returns 0, MHS_ENOTFOUND or MHS_ETOOBIG.
+ */
+int ebxml_mime_param(const char *ct, const char *name, char *out, size_t cap);
+
+/*
+ * ebxml_mime_split finds up to max parts of a multipart body delimited by
+ * "--boundary" lines (CRLF or LF). Parts point into body. Returns 0,
+ * MHS_EINVAL (no parts, no closing delimiter, bad headers) or MHS_ETOOBIG
+ * (more than max parts).
+ */
+int ebxml_mime_split(const char *boundary, const char *body, size_t len,
+    struct ebxml_part *parts, size_t max, size_t *nparts);
+
+/* ebxml_id_strip trims whitespace, then one pair of quotes and of <>. */
+void ebxml_id_strip(const char *in, size_t len, char *out, size_t cap);
+
+/* ---- XML ---- */
+
+struct ebxml_doc {
+	xmlDocPtr doc;
+	xmlXPathContextPtr xp;
+};
+
+/*
+ * ebxml_doc_parse parses len bytes of XML (at most MHS_EBXML_MAX_ENVELOPE)
+ * with the network off, no entity expansion and DTDs refused, and
+ * registers the soap, eb, xlink, hl7 and nasp prefixes for XPath.
+ * Returns 0, MHS_EINVAL or MHS_ETOOBIG; on error d needs no fini.
+ */
+int ebxml_doc_parse(struct ebxml_doc *d, const char *xml, size_t len);
+void ebxml_doc_fini(struct ebxml_doc *d);
+
+/* Nodes matching expr from at (NULL: the document); NULL when none. */
+xmlXPathObjectPtr ebxml_doc_nodes(
+    struct ebxml_doc *d, xmlNodePtr at, const char *expr);
+
+/* Whether expr matches at least one node. */
+bool ebxml_doc_has(struct ebxml_doc *d, xmlNodePtr at, const char *expr);
+
+/*
+ * ebxml_doc_text copies the trimmed text of the first node matching expr
+ * into out. Returns 0, MHS_ENOTFOUND or MHS_ETOOBIG (out then truncated).
+ */
+int ebxml_doc_text(struct ebxml_doc *d, xmlNodePtr at, const char *expr,
+    char *out, size_t cap);
+
+/* ---- text ---- */
+
+/* Valid UTF-8 without control characters other than TAB, LF, CR. */
+bool ebxml_text_ok(const char *s);
+
+/* Non-empty, printable ASCII, no space, quotes, <, >: fits in a header. */
+bool ebxml_token_ok(const char *s);
+
+/* Appends s escaped for XML text and attribute values (&<>"'). */
+void ebxml_esc(struct mhs_buf *b, const char *s);
+
+/*
+ * ebxml_reason_add appends s to reason (NUL-terminated, cap bytes) with
+ * control characters turned into spaces, truncating cleanly.
+ */
+void ebxml_reason_add(char *reason, size_t cap, const char *s);
+
+#endif /* MHS_EBXML_IMPL_H */

@@ -1,0 +1,913 @@
+/*
+ * Design notes: proves the ebXML wire contract (shared/SPINE-EBXML.md).
+ *  - ebxml_build: the request has §1-2's exact MIME layout, escapes every
+ *    value, refuses header injection, and parses back to what was built.
+ *  - ebxml_classify: the §5.2-5.4 examples and every retry rule of §3.3
+ *    (all codes retriable, empty or unreadable lists are not), prefixes
+ *    never matter, namespaces do, and garbage never crashes or delivers.
+ *  - ebxml_parse: the §5.1 example as the MHS sends it (bare LF, unbracketed
+ *    start), every truncation of a request, DTDs refused.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <criterion/criterion.h>
+
+#include "ebxml.h"
+#include "error.h"
+
+#define MSG_ID  "AAAAAAAA-0000-4000-8000-000000000001"
+#define CONV_ID "C0C0C0C0-0000-4000-8000-000000000001"
+#define PAYLOAD                                                               \
+	"<PORX_IN020101SM31 xmlns=\"urn:hl7-org:v3\"><id root=\"" MSG_ID      \
+	"\"/></PORX_IN020101SM31>"
+
+/* ---- fixtures: the SPINE-EBXML.md §5 examples, verbatim ---- */
+
+static const char spec_ack[] =
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+    "<soap:Envelope "
+    "xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"\n"
+    "  xmlns:eb=\"http://www.oasis-open.org/committees/ebxml-msg/schema/"
+    "msg-header-2_0.xsd\">\n"
+    " <soap:Header>\n"
+    "  <eb:MessageHeader soap:mustUnderstand=\"1\" eb:version=\"2.0\">\n"
+    "   <eb:From><eb:PartyId "
+    "eb:type=\"urn:nhs:names:partyType:ocs+serviceInstance\">YES-0000806"
+    "</eb:PartyId></eb:From>\n"
+    "   <eb:To><eb:PartyId "
+    "eb:type=\"urn:nhs:names:partyType:ocs+serviceInstance\">FAKE01-0000001"
+    "</eb:PartyId></eb:To>\n"
+    "   <eb:CPAId>S1001A1630</eb:CPAId>\n"
+    "   <eb:ConversationId>" CONV_ID "</eb:ConversationId>\n"
+    "   <eb:Service>urn:oasis:names:tc:ebxml-msg:service</eb:Service>\n"
+    "   <eb:Action>Acknowledgment</eb:Action>\n"
+    "   <eb:MessageData>\n"
+    "    <eb:MessageId>BBBBBBBB-0000-4000-8000-000000000002</eb:MessageId>\n"
+    "    <eb:Timestamp>2024-01-02T03:04:06Z</eb:Timestamp>\n"
+    "    <eb:RefToMessageId>" MSG_ID "</eb:RefToMessageId>\n"
+    "   </eb:MessageData>\n"
+    "  </eb:MessageHeader>\n"
+    "  <eb:Acknowledgment soap:mustUnderstand=\"1\" eb:version=\"2.0\"\n"
+    "    soap:actor=\"urn:oasis:names:tc:ebxml-msg:actor:toPartyMSH\">\n"
+    "   <eb:Timestamp>2024-01-02T03:04:06Z</eb:Timestamp>\n"
+    "   <eb:RefToMessageId>" MSG_ID "</eb:RefToMessageId>\n"
+    "   <eb:From><eb:PartyId "
+    "eb:type=\"urn:nhs:names:partyType:ocs+serviceInstance\">YES-0000806"
+    "</eb:PartyId></eb:From>\n"
+    "  </eb:Acknowledgment>\n"
+    " </soap:Header>\n"
+    " <soap:Body/>\n"
+    "</soap:Envelope>\n";
+
+static const char spec_error[] =
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+    "<soap:Envelope "
+    "xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"\n"
+    "  xmlns:eb=\"http://www.oasis-open.org/committees/ebxml-msg/schema/"
+    "msg-header-2_0.xsd\">\n"
+    " <soap:Header>\n"
+    "  <eb:MessageHeader soap:mustUnderstand=\"1\" eb:version=\"2.0\">\n"
+    "   <eb:CPAId>S1001A1630</eb:CPAId>\n"
+    "   <eb:Action>MessageError</eb:Action>\n"
+    "   <eb:MessageData>\n"
+    "    <eb:MessageId>CCCCCCCC-0000-4000-8000-000000000003</eb:MessageId>\n"
+    "    <eb:RefToMessageId>" MSG_ID "</eb:RefToMessageId>\n"
+    "   </eb:MessageData>\n"
+    "  </eb:MessageHeader>\n"
+    "  <eb:ErrorList soap:mustUnderstand=\"1\" eb:version=\"2.0\" "
+    "eb:highestSeverity=\"Error\">\n"
+    "   <eb:Error "
+    "eb:codeContext=\"urn:oasis:names:tc:ebxml-msg:service:errors\"\n"
+    "     eb:errorCode=\"ValueNotRecognized\" eb:severity=\"Error\">\n"
+    "    <eb:Description xml:lang=\"en-GB\">501319:Unknown eb:CPAId"
+    "</eb:Description>\n"
+    "   </eb:Error>\n"
+    "  </eb:ErrorList>\n"
+    " </soap:Header>\n"
+    " <soap:Body/>\n"
+    "</soap:Envelope>\n";
+
+/* §5.4 with its error list replaced by errors (each: code, description). */
+static char *
+fault_with(const char *errors)
+{
+	static const char head[] =
+	    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+	    "<SOAP-ENV:Envelope "
+	    "xmlns:SOAP-ENV=\"http://schemas.xmlsoap.org/soap/envelope/\">\n"
+	    " <SOAP-ENV:Body>\n  <SOAP-ENV:Fault>\n"
+	    "   <faultcode>SOAP-ENV:Server</faultcode>\n"
+	    "   <faultstring>Application Exception</faultstring>\n"
+	    "   <detail>\n"
+	    "    <nasp:errorList "
+	    "xmlns:nasp=\"http://national.carerecords.nhs.uk/schema/\">\n";
+	static const char tail[] = "    </nasp:errorList>\n   </detail>\n"
+	                           "  </SOAP-ENV:Fault>\n </SOAP-ENV:Body>\n"
+	                           "</SOAP-ENV:Envelope>\n";
+	size_t n = strlen(head) + strlen(errors) + strlen(tail) + 1;
+	char *s = malloc(n);
+
+	cr_assert_not_null(s);
+	snprintf(s, n, "%s%s%s", head, errors, tail);
+	return s;
+}
+
+#define NASP_ERROR(code)                                                      \
+	"     <nasp:error>\n"                                                 \
+	"      "                                                              \
+	"<nasp:codeContext>urn:nhs:names:error:tms</nasp:codeContext>\n"      \
+	"      <nasp:errorCode>" code "</nasp:errorCode>\n"                   \
+	"      <nasp:severity>Error</nasp:severity>\n"                        \
+	"      <nasp:location>Not Supported</nasp:location>\n"                \
+	"      <nasp:description>Routing delivery failure (simulated)"        \
+	"</nasp:description>\n"                                               \
+	"     </nasp:error>\n"
+
+static enum mhs_ebxml_verdict
+classify_str(
+    int status, const char *body, bool expect_ack, char *reason, size_t cap)
+{
+	return mhs_ebxml_classify(status, "text/xml", body, strlen(body),
+	    MSG_ID, expect_ack, reason, cap);
+}
+
+static enum mhs_ebxml_verdict
+classify_fault(int status, const char *errors)
+{
+	char *body = fault_with(errors), reason[256];
+	enum mhs_ebxml_verdict v =
+	    classify_str(status, body, true, reason, sizeof(reason));
+
+	free(body);
+	return v;
+}
+
+static struct mhs_ebxml_msg
+reliable_msg(void)
+{
+	struct mhs_ebxml_msg m = {
+	    .message_id = MSG_ID,
+	    .conversation_id = CONV_ID,
+	    .interaction = "PORX_IN020101SM31",
+	    .service = "urn:nhs:names:services:mm",
+	    .cpa_id = "S1001A1630",
+	    .from_party = "FAKE01-0000001",
+	    .to_party = "YES-0000806",
+	    .duplicate_elimination = true,
+	    .ack_requested = true,
+	    .sync_reply = true,
+	    .timestamp_ms = 1704164645000LL,
+	    .payload = PAYLOAD,
+	    .payload_len = strlen(PAYLOAD),
+	};
+	return m;
+}
+
+static void
+build_ok(const struct mhs_ebxml_msg *m, struct mhs_buf *body, char *ct,
+    size_t ctlen)
+{
+	char sa[256];
+
+	cr_assert_eq(mhs_ebxml_build(m, body, ct, ctlen, sa, sizeof(sa)), 0);
+}
+
+/* ---- ebxml_build ---- */
+
+Test(ebxml_build, request_layout_follows_the_contract)
+{
+	struct mhs_ebxml_msg m = reliable_msg();
+	struct mhs_buf b = MHS_BUF_INIT;
+	char ct[256], sa[256];
+
+	cr_assert_eq(
+	    mhs_ebxml_build(&m, &b, ct, sizeof(ct), sa, sizeof(sa)), 0);
+	cr_assert_str_eq(ct,
+	    "multipart/related; boundary=\"--=_MIME-Boundary\"; "
+	    "type=\"text/xml\"; start=\"<ebXMLHeader@spine.nhs.uk>\"");
+	cr_assert_str_eq(sa, "urn:nhs:names:services:mm/PORX_IN020101SM31");
+	cr_assert(strncmp(b.data,
+	              "----=_MIME-Boundary\r\n"
+	              "Content-Id: <ebXMLHeader@spine.nhs.uk>\r\n"
+	              "Content-Type: text/xml; charset=UTF-8\r\n"
+	              "Content-Transfer-Encoding: 8bit\r\n\r\n<?xml",
+	              strlen("----=_MIME-Boundary\r\nContent-Id: ")) == 0);
+	cr_assert_not_null(strstr(b.data,
+	    "\r\n----=_MIME-Boundary\r\nContent-Id: <" MSG_ID
+	    "@spine.nhs.uk>\r\nContent-Type: text/xml; charset=UTF-8\r\n"
+	    "Content-Transfer-Encoding: 8bit\r\n\r\n" PAYLOAD
+	    "\r\n----=_MIME-Boundary--\r\n"));
+	cr_assert_not_null(
+	    strstr(b.data, "xlink:href=\"cid:" MSG_ID "@spine.nhs.uk\""));
+	cr_assert_not_null(strstr(
+	    b.data, "<eb:Timestamp>2024-01-02T03:04:05Z</eb:Timestamp>"));
+	/* Part order: the ebXML header first, the payload second. */
+	cr_assert(strstr(b.data, "<SOAP:Envelope") < strstr(b.data, PAYLOAD));
+	mhs_buf_fini(&b);
+}
+
+Test(ebxml_build, roundtrip_escapes_every_value)
+{
+	struct mhs_ebxml_msg m = reliable_msg();
+	struct mhs_ebxml_request r;
+	struct mhs_buf b = MHS_BUF_INIT;
+	char ct[256], why[128];
+
+	m.cpa_id = "a<b>&\"c'";
+	m.from_party = "<from>&amp;";
+	m.to_party = "to'\"";
+	m.conversation_id = "]]><x/>";
+	build_ok(&m, &b, ct, sizeof(ct));
+	cr_assert_null(strstr(b.data, "<from>"));
+	cr_assert_eq(
+	    mhs_ebxml_parse_request(ct, b.data, b.len, &r, why, sizeof(why)),
+	    0, "%s", why);
+	cr_assert_str_eq(r.cpa_id, m.cpa_id);
+	cr_assert_str_eq(r.from_party, m.from_party);
+	cr_assert_str_eq(r.to_party, m.to_party);
+	cr_assert_str_eq(r.conversation_id, m.conversation_id);
+	cr_assert_str_eq(r.message_id, MSG_ID);
+	cr_assert_str_eq(r.action, "PORX_IN020101SM31");
+	cr_assert_str_eq(r.service, "urn:nhs:names:services:mm");
+	cr_assert_str_eq(r.timestamp, "2024-01-02T03:04:05Z");
+	cr_assert(r.duplicate_elimination && r.ack_requested && r.sync_reply);
+	cr_assert_eq(r.payload_len, strlen(PAYLOAD));
+	cr_assert(memcmp(r.payload, PAYLOAD, r.payload_len) == 0);
+	cr_assert(r.payload >= b.data && r.payload < b.data + b.len);
+	mhs_buf_fini(&b);
+}
+
+Test(ebxml_build, express_pattern_omits_reliability_elements)
+{
+	struct mhs_ebxml_msg m = reliable_msg();
+	struct mhs_ebxml_request r;
+	struct mhs_buf b = MHS_BUF_INIT;
+	char ct[256];
+
+	m.duplicate_elimination = m.ack_requested = false;
+	m.payload_content_type = "application/xml";
+	build_ok(&m, &b, ct, sizeof(ct));
+	cr_assert_null(strstr(b.data, "DuplicateElimination"));
+	cr_assert_null(strstr(b.data, "AckRequested"));
+	cr_assert_not_null(
+	    strstr(b.data, "Content-Type: application/xml\r\n"));
+	cr_assert_eq(
+	    mhs_ebxml_parse_request(ct, b.data, b.len, &r, NULL, 0), 0);
+	cr_assert(!r.duplicate_elimination && !r.ack_requested);
+	cr_assert(r.sync_reply);
+	mhs_buf_fini(&b);
+}
+
+Test(ebxml_build, refuses_header_injection_and_bad_text)
+{
+	struct mhs_ebxml_msg m;
+	struct mhs_buf b = MHS_BUF_INIT;
+	char ct[256], sa[256];
+	static const char boundary_payload[] =
+	    "x\r\n----=_MIME-Boundary--\r\n";
+
+#define REFUSED(field, value)                                                 \
+	do {                                                                  \
+		m = reliable_msg();                                           \
+		m.field = value;                                              \
+		cr_assert_eq(                                                 \
+		    mhs_ebxml_build(&m, &b, ct, sizeof(ct), sa, sizeof(sa)),  \
+		    MHS_EINVAL, #field " = " #value);                         \
+	} while (0)
+	REFUSED(message_id, "A\r\nX-Evil: 1");
+	REFUSED(message_id, "A>B");
+	REFUSED(message_id, "");
+	REFUSED(message_id, NULL);
+	REFUSED(interaction, "PORX IN");
+	REFUSED(service, "urn:x\r\n");
+	REFUSED(cpa_id, NULL);
+	REFUSED(cpa_id, "");
+	REFUSED(from_party, "bad\x01");
+	REFUSED(to_party, "\xff\xfe");
+	REFUSED(payload_content_type, "text/xml\r\nX-Evil: 1");
+#undef REFUSED
+	m = reliable_msg();
+	m.payload_len = strlen(boundary_payload);
+	m.payload = boundary_payload;
+	cr_assert_eq(mhs_ebxml_build(&m, &b, ct, sizeof(ct), sa, sizeof(sa)),
+	    MHS_EINVAL);
+	m = reliable_msg();
+	cr_assert_eq(
+	    mhs_ebxml_build(&m, &b, ct, 10, sa, sizeof(sa)), MHS_ETOOBIG);
+	cr_assert_eq(
+	    mhs_ebxml_build(&m, &b, ct, sizeof(ct), sa, 10), MHS_ETOOBIG);
+	mhs_buf_fini(&b);
+}
+
+static void
+parsed_request(struct mhs_ebxml_request *r)
+{
+	struct mhs_ebxml_msg m = reliable_msg();
+	struct mhs_buf b = MHS_BUF_INIT;
+	char ct[256];
+
+	build_ok(&m, &b, ct, sizeof(ct));
+	cr_assert_eq(
+	    mhs_ebxml_parse_request(ct, b.data, b.len, r, NULL, 0), 0);
+	r->payload = NULL; /* b is gone */
+	r->payload_len = 0;
+	mhs_buf_fini(&b);
+}
+
+Test(ebxml_build, replies_classify_as_spine_means_them)
+{
+	struct mhs_ebxml_request r;
+	struct mhs_buf b = MHS_BUF_INIT;
+	char why[256];
+
+	parsed_request(&r);
+	cr_assert_eq(mhs_ebxml_build_ack(&r,
+	                 "BBBBBBBB-0000-4000-8000-0000000"
+	                 "00002",
+	                 1704164646000LL, &b),
+	    0);
+	cr_assert_eq(classify_str(202, b.data, true, why, sizeof(why)),
+	    MHS_EBXML_DELIVERED, "%s", why);
+	cr_assert_not_null(strstr(b.data, "<eb:Action>Acknowledgment<"));
+
+	cr_assert_eq(mhs_ebxml_build_error_list(&r, "CCCC", 0,
+	                 "ValueNotRecognized", "501319:Unknown eb:CPAId", &b),
+	    0);
+	cr_assert_eq(classify_str(500, b.data, true, why, sizeof(why)),
+	    MHS_EBXML_FAILED);
+	cr_assert_not_null(strstr(why, "501319:Unknown eb:CPAId"), "%s", why);
+	cr_assert_not_null(strstr(b.data, "eb:codeContext=\""));
+	cr_assert_not_null(
+	    strstr(b.data, "eb:errorCode=\"ValueNotRecognized\""));
+	cr_assert_not_null(strstr(b.data, "eb:severity=\"Error\""));
+	cr_assert_not_null(
+	    strstr(b.data, "<eb:Description xml:lang=\"en-GB\">"));
+
+	cr_assert_eq(mhs_ebxml_build_error_list(
+	                 NULL, "CCCC", 0, "OtherXml", "not <xml> & co", &b),
+	    0);
+	cr_assert_eq(
+	    classify_str(500, b.data, true, NULL, 0), MHS_EBXML_FAILED);
+
+	cr_assert_eq(mhs_ebxml_build_soap_fault(206, "a & b", &b), 0);
+	cr_assert_eq(
+	    classify_str(500, b.data, true, NULL, 0), MHS_EBXML_RETRY);
+	cr_assert_eq(
+	    mhs_ebxml_build_soap_fault(201, "not well formed", &b), 0);
+	cr_assert_eq(
+	    classify_str(500, b.data, true, NULL, 0), MHS_EBXML_FAILED);
+	mhs_buf_fini(&b);
+}
+
+/* ---- ebxml_classify ---- */
+
+Test(ebxml_classify, spec_ack_is_delivered)
+{
+	char why[128];
+
+	cr_assert_eq(classify_str(202, spec_ack, true, why, sizeof(why)),
+	    MHS_EBXML_DELIVERED, "%s", why);
+	/* MessageIds compare case-insensitively. */
+	cr_assert_eq(
+	    mhs_ebxml_classify(202, "text/xml", spec_ack, strlen(spec_ack),
+	        "aaaaaaaa-0000-4000-8000-000000000001", true, NULL, 0),
+	    MHS_EBXML_DELIVERED);
+}
+
+Test(ebxml_classify, ack_for_another_message_is_not_delivered)
+{
+	char why[256];
+
+	cr_assert_eq(
+	    mhs_ebxml_classify(202, "text/xml", spec_ack, strlen(spec_ack),
+	        "AAAAAAAA-0000-4000-8000-000000000009", true, why,
+	        sizeof(why)),
+	    MHS_EBXML_UNEXPECTED);
+	cr_assert_not_null(strstr(why, "another message"), "%s", why);
+	cr_assert_eq(
+	    classify_str(200, spec_ack, true, NULL, 0), MHS_EBXML_UNEXPECTED);
+}
+
+Test(ebxml_classify, spec_error_list_fails_whatever_the_status)
+{
+	char why[256];
+
+	cr_assert_eq(classify_str(500, spec_error, true, why, sizeof(why)),
+	    MHS_EBXML_FAILED);
+	cr_assert_not_null(strstr(why, "ValueNotRecognized"), "%s", why);
+	cr_assert_not_null(strstr(why, "501319:Unknown eb:CPAId"), "%s", why);
+	cr_assert_eq(
+	    classify_str(200, spec_error, true, NULL, 0), MHS_EBXML_FAILED);
+	cr_assert_eq(
+	    classify_str(202, spec_error, false, NULL, 0), MHS_EBXML_FAILED);
+}
+
+Test(ebxml_classify, spec_fault_206_is_retried)
+{
+	char *body = fault_with(NASP_ERROR("206")), why[256];
+
+	cr_assert_eq(classify_str(500, body, true, why, sizeof(why)),
+	    MHS_EBXML_RETRY, "%s", why);
+	cr_assert_not_null(strstr(why, "Application Exception"), "%s", why);
+	cr_assert_not_null(strstr(why, "206"), "%s", why);
+	free(body);
+}
+
+Test(ebxml_classify, fault_retry_rules)
+{
+	cr_assert_eq(classify_fault(500, NASP_ERROR("200") NASP_ERROR("208")),
+	    MHS_EBXML_RETRY);
+	cr_assert_eq(
+	    classify_fault(500, NASP_ERROR(" 206 ")), MHS_EBXML_RETRY);
+	/* The MHS pitfall: a fault without status 500 still has codes. */
+	cr_assert_eq(classify_fault(200, NASP_ERROR("206")), MHS_EBXML_RETRY);
+	cr_assert_eq(classify_fault(500, NASP_ERROR("201")), MHS_EBXML_FAILED);
+	cr_assert_eq(classify_fault(500, NASP_ERROR("206") NASP_ERROR("300")),
+	    MHS_EBXML_FAILED);
+	cr_assert_eq(classify_fault(500, ""), MHS_EBXML_FAILED);
+	cr_assert_eq(classify_fault(500, NASP_ERROR("")), MHS_EBXML_FAILED);
+	cr_assert_eq(classify_fault(500, NASP_ERROR("abc")), MHS_EBXML_FAILED);
+	cr_assert_eq(
+	    classify_fault(500, NASP_ERROR("2060")), MHS_EBXML_FAILED);
+	cr_assert_eq(classify_fault(500, NASP_ERROR("99999999999999999999")),
+	    MHS_EBXML_FAILED);
+	cr_assert_eq(classify_fault(500, "<nasp:error/>"), MHS_EBXML_FAILED);
+}
+
+Test(ebxml_classify, fault_without_detail_fails)
+{
+	static const char body[] =
+	    "<e:Envelope "
+	    "xmlns:e=\"http://schemas.xmlsoap.org/soap/envelope/\">"
+	    "<e:Body><e:Fault><faultcode>e:Server</faultcode>"
+	    "<faultstring>boom</faultstring></e:Fault></e:Body></e:Envelope>";
+	char why[128];
+
+	cr_assert_eq(
+	    classify_str(500, body, true, why, sizeof(why)), MHS_EBXML_FAILED);
+	cr_assert_not_null(strstr(why, "boom"), "%s", why);
+}
+
+Test(ebxml_classify, prefixes_never_matter_namespaces_do)
+{
+	static const char other_prefix[] =
+	    "<x:Envelope "
+	    "xmlns:x=\"http://schemas.xmlsoap.org/soap/envelope/\" "
+	    "xmlns:y=\"http://www.oasis-open.org/committees/ebxml-msg/schema/"
+	    "msg-header-2_0.xsd\"><x:Header><y:Acknowledgment>"
+	    "<y:RefToMessageId>" MSG_ID "</y:RefToMessageId>"
+	    "</y:Acknowledgment></x:Header><x:Body/></x:Envelope>";
+	static const char wrong_ns[] =
+	    "<soap:Envelope xmlns:soap=\"urn:not-soap\" "
+	    "xmlns:eb=\"http://www.oasis-open.org/committees/ebxml-msg/schema/"
+	    "msg-header-2_0.xsd\"><soap:Header><eb:Acknowledgment>"
+	    "<eb:RefToMessageId>" MSG_ID "</eb:RefToMessageId>"
+	    "</eb:Acknowledgment></soap:Header></soap:Envelope>";
+	static const char default_ns[] =
+	    "<Envelope xmlns=\"http://schemas.xmlsoap.org/soap/envelope/\">"
+	    "<Header><Acknowledgment xmlns=\"http://www.oasis-open.org/"
+	    "committees/ebxml-msg/schema/msg-header-2_0.xsd\">"
+	    "<RefToMessageId>" MSG_ID "</RefToMessageId></Acknowledgment>"
+	    "</Header></Envelope>";
+
+	cr_assert_eq(classify_str(202, other_prefix, true, NULL, 0),
+	    MHS_EBXML_DELIVERED);
+	cr_assert_eq(
+	    classify_str(202, default_ns, true, NULL, 0), MHS_EBXML_DELIVERED);
+	cr_assert_eq(
+	    classify_str(202, wrong_ns, true, NULL, 0), MHS_EBXML_UNEXPECTED);
+}
+
+Test(ebxml_classify, empty_202_depends_on_the_pattern)
+{
+	cr_assert_eq(
+	    mhs_ebxml_classify(202, NULL, NULL, 0, MSG_ID, false, NULL, 0),
+	    MHS_EBXML_DELIVERED);
+	cr_assert_eq(
+	    mhs_ebxml_classify(202, "text/xml", "", 0, MSG_ID, true, NULL, 0),
+	    MHS_EBXML_UNEXPECTED);
+	cr_assert_eq(
+	    classify_str(202, "not xml", false, NULL, 0), MHS_EBXML_DELIVERED);
+	cr_assert_eq(
+	    classify_str(202, "not xml", true, NULL, 0), MHS_EBXML_UNEXPECTED);
+}
+
+Test(ebxml_classify, non_ebxml_errors_are_unexpected)
+{
+	char why[128];
+
+	cr_assert_eq(mhs_ebxml_classify(503, "text/html",
+	                 "<html><body>down</body></html>", 30, MSG_ID, true,
+	                 why, sizeof(why)),
+	    MHS_EBXML_UNEXPECTED);
+	cr_assert_not_null(strstr(why, "503"), "%s", why);
+	cr_assert_eq(
+	    mhs_ebxml_classify(500, NULL, NULL, 0, MSG_ID, false, NULL, 0),
+	    MHS_EBXML_UNEXPECTED);
+	cr_assert_eq(classify_str(500, "<unclosed>", true, NULL, 0),
+	    MHS_EBXML_UNEXPECTED);
+	cr_assert_eq(
+	    classify_str(202, "<a/>", true, NULL, 0), MHS_EBXML_UNEXPECTED);
+}
+
+Test(ebxml_classify, multipart_reply_is_read_through_its_start_part)
+{
+	char body[4096],
+	    ct[] = "multipart/related; boundary=\"b1\"; "
+	           "type=\"text/xml\"; start=\"<root@x>\"";
+	char *fault = fault_with(NASP_ERROR("206"));
+
+	snprintf(body, sizeof(body),
+	    "--b1\r\nContent-Id: <other@x>\r\n\r\n<a/>\r\n"
+	    "--b1\r\nContent-Id: <root@x>\r\n\r\n%s\r\n--b1--\r\n",
+	    fault);
+	cr_assert_eq(mhs_ebxml_classify(
+	                 500, ct, body, strlen(body), MSG_ID, true, NULL, 0),
+	    MHS_EBXML_RETRY);
+	free(fault);
+}
+
+Test(ebxml_classify, truncated_replies_never_deliver)
+{
+	const char *end = strstr(spec_ack, "</soap:Envelope>");
+	size_t full = (size_t) (end - spec_ack) + strlen("</soap:Envelope>");
+	char *err = fault_with(NASP_ERROR("206"));
+
+	for (size_t n = 0; n < full; n++) {
+		enum mhs_ebxml_verdict v = mhs_ebxml_classify(
+		    202, "text/xml", spec_ack, n, MSG_ID, true, NULL, 0);
+
+		cr_assert_eq(v, MHS_EBXML_UNEXPECTED, "prefix %zu", n);
+	}
+	for (size_t n = 0; n + 2 < strlen(err); n++) {
+		enum mhs_ebxml_verdict v = mhs_ebxml_classify(
+		    500, "text/xml", err, n, MSG_ID, true, NULL, 0);
+
+		cr_assert_eq(v, MHS_EBXML_UNEXPECTED, "prefix %zu", n);
+	}
+	free(err);
+}
+
+Test(ebxml_classify, garbage_never_crashes_or_delivers)
+{
+	char buf[2048], why[64];
+
+	srand(12345);
+	for (int round = 0; round < 2000; round++) {
+		size_t n = (size_t) (rand() % (int) sizeof(buf));
+		enum mhs_ebxml_verdict v;
+
+		for (size_t i = 0; i < n; i++)
+			buf[i] =
+			    (char) (rand() % 4 == 0 ? "<>/:\"= a"[rand() % 8]
+			                            : rand());
+		v = mhs_ebxml_classify(500, round % 2 ? "text/xml" : NULL, buf,
+		    n, MSG_ID, true, why, sizeof(why));
+		cr_assert(v == MHS_EBXML_UNEXPECTED || v == MHS_EBXML_FAILED);
+	}
+}
+
+Test(ebxml_classify, dtd_and_entities_are_refused)
+{
+	static const char bomb[] =
+	    "<?xml version=\"1.0\"?>\n<!DOCTYPE e [\n"
+	    " <!ENTITY a "
+	    "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\">\n"
+	    " <!ENTITY b "
+	    "\"&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;\">\n"
+	    " <!ENTITY c "
+	    "\"&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;\">\n"
+	    " <!ENTITY d "
+	    "\"&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;\">\n"
+	    " <!ENTITY e "
+	    "\"&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;\">\n"
+	    " <!ENTITY f "
+	    "\"&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;\">\n"
+	    "]>\n"
+	    "<soap:Envelope "
+	    "xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\">"
+	    "<soap:Body><soap:Fault><faultstring>&f;</faultstring>"
+	    "</soap:Fault></soap:Body></soap:Envelope>";
+	static const char xxe[] =
+	    "<?xml version=\"1.0\"?>\n<!DOCTYPE e SYSTEM "
+	    "\"file:///etc/passwd\">"
+	    "<soap:Envelope "
+	    "xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\">"
+	    "<soap:Body/></soap:Envelope>";
+	char why[128];
+	clock_t t0 = clock();
+
+	char harmless[2048], *fault, *decl_end;
+
+	cr_assert_eq(classify_str(500, bomb, true, why, sizeof(why)),
+	    MHS_EBXML_UNEXPECTED, "%s", why);
+	cr_assert_not_null(strstr(why, "without an ebXML body"), "%s", why);
+	/* Even a DTD without entities: SOAP 1.1 forbids it. */
+	fault = fault_with(NASP_ERROR("206"));
+	decl_end = strstr(fault, "?>") + 2;
+	snprintf(harmless, sizeof(harmless), "%.*s<!DOCTYPE x>%s",
+	    (int) (decl_end - fault), fault, decl_end);
+	cr_assert_eq(classify_str(500, decl_end, true, NULL, 0),
+	    MHS_EBXML_RETRY); /* the same fault without its DTD */
+	cr_assert_eq(classify_str(500, harmless, true, why, sizeof(why)),
+	    MHS_EBXML_UNEXPECTED, "%s", why);
+	free(fault);
+	cr_assert_eq(classify_str(202, xxe, true, why, sizeof(why)),
+	    MHS_EBXML_UNEXPECTED, "%s", why);
+	cr_assert(clock() - t0 < CLOCKS_PER_SEC);
+}
+
+Test(ebxml_classify, oversized_reply_is_not_parsed)
+{
+	size_t n = MHS_EBXML_MAX_ENVELOPE + 10;
+	char *big = malloc(n);
+
+	cr_assert_not_null(big);
+	memset(big, ' ', n);
+	memcpy(big, spec_ack, strlen(spec_ack));
+	cr_assert_eq(
+	    mhs_ebxml_classify(202, "text/xml", big, n, MSG_ID, true, NULL, 0),
+	    MHS_EBXML_UNEXPECTED);
+	free(big);
+}
+
+Test(ebxml_classify, verdict_names)
+{
+	cr_assert_str_eq(
+	    mhs_ebxml_verdict_name(MHS_EBXML_DELIVERED), "delivered");
+	cr_assert_str_eq(mhs_ebxml_verdict_name(MHS_EBXML_RETRY), "retry");
+	cr_assert_str_eq(mhs_ebxml_verdict_name(MHS_EBXML_FAILED), "failed");
+	cr_assert_str_eq(
+	    mhs_ebxml_verdict_name(MHS_EBXML_UNEXPECTED), "unexpected");
+}
+
+/* ---- ebxml_parse ---- */
+
+/* §5.1's body as the MHS templates emit it: bare LF line ends. */
+static const char spec_request_lf[] =
+    "----=_MIME-Boundary\n"
+    "Content-Id: <ebXMLHeader@spine.nhs.uk>\n"
+    "Content-Type: text/xml; charset=UTF-8\n"
+    "Content-Transfer-Encoding: 8bit\n"
+    "\n"
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+    "<SOAP:Envelope xmlns:SOAP=\"http://schemas.xmlsoap.org/soap/envelope/\"\n"
+    "  xmlns:eb=\"http://www.oasis-open.org/committees/ebxml-msg/schema/"
+    "msg-header-2_0.xsd\"\n"
+    "  xmlns:hl7ebxml=\"urn:hl7-org:transport/ebXML/DSTUv1.0\"\n"
+    "  xmlns:xlink=\"http://www.w3.org/1999/xlink\">\n"
+    " <SOAP:Header>\n"
+    "  <eb:MessageHeader SOAP:mustUnderstand=\"1\" eb:version=\"2.0\">\n"
+    "   <eb:From><eb:PartyId "
+    "eb:type=\"urn:nhs:names:partyType:ocs+serviceInstance\">FAKE01-0000001"
+    "</eb:PartyId></eb:From>\n"
+    "   <eb:To><eb:PartyId "
+    "eb:type=\"urn:nhs:names:partyType:ocs+serviceInstance\">YES-0000806"
+    "</eb:PartyId></eb:To>\n"
+    "   <eb:CPAId>S1001A1630</eb:CPAId>\n"
+    "   <eb:ConversationId>" CONV_ID "</eb:ConversationId>\n"
+    "   <eb:Service>urn:nhs:names:services:mm</eb:Service>\n"
+    "   <eb:Action>PORX_IN020101SM31</eb:Action>\n"
+    "   <eb:MessageData>\n"
+    "    <eb:MessageId>" MSG_ID "</eb:MessageId>\n"
+    "    <eb:Timestamp>2024-01-02T03:04:05Z</eb:Timestamp>\n"
+    "   </eb:MessageData>\n"
+    "   <eb:DuplicateElimination/>\n"
+    "  </eb:MessageHeader>\n"
+    "  <eb:AckRequested SOAP:mustUnderstand=\"1\" eb:version=\"2.0\" "
+    "eb:signed=\"false\"\n"
+    "    SOAP:actor=\"urn:oasis:names:tc:ebxml-msg:actor:toPartyMSH\"/>\n"
+    "  <eb:SyncReply SOAP:mustUnderstand=\"1\" eb:version=\"2.0\"\n"
+    "    SOAP:actor=\"http://schemas.xmlsoap.org/soap/actor/next\"/>\n"
+    " </SOAP:Header>\n"
+    " <SOAP:Body>\n"
+    "  <eb:Manifest SOAP:mustUnderstand=\"1\" eb:version=\"2.0\">\n"
+    "   <eb:Reference xlink:href=\"cid:" MSG_ID "@spine.nhs.uk\">\n"
+    "    <eb:Schema eb:location=\"http://www.nhsia.nhs.uk/schemas/"
+    "HL7-Message.xsd\" eb:version=\"1.0\"/>\n"
+    "    <eb:Description xml:lang=\"en\">HL7 payload</eb:Description>\n"
+    "    <hl7ebxml:Payload style=\"HL7\" encoding=\"XML\" "
+    "version=\"3.0\"/>\n"
+    "   </eb:Reference>\n"
+    "  </eb:Manifest>\n"
+    " </SOAP:Body>\n"
+    "</SOAP:Envelope>\n"
+    "----=_MIME-Boundary\n"
+    "Content-Id: <" MSG_ID "@spine.nhs.uk>\n"
+    "Content-Type: text/xml; charset=UTF-8\n"
+    "Content-Transfer-Encoding: 8bit\n"
+    "\n" PAYLOAD "\n"
+    "----=_MIME-Boundary--\n";
+
+#define CT_BRACKETED                                                          \
+	"multipart/related; boundary=\"--=_MIME-Boundary\"; "                 \
+	"type=\"text/xml\"; start=\"<ebXMLHeader@spine.nhs.uk>\""
+#define CT_MHS                                                                \
+	"multipart/related; boundary=\"--=_MIME-Boundary\"; type=text/xml; "  \
+	"start=ebXMLHeader@spine.nhs.uk"
+
+static void
+assert_spec_fields(const struct mhs_ebxml_request *r)
+{
+	cr_assert_str_eq(r->message_id, MSG_ID);
+	cr_assert_str_eq(r->conversation_id, CONV_ID);
+	cr_assert_str_eq(r->action, "PORX_IN020101SM31");
+	cr_assert_str_eq(r->cpa_id, "S1001A1630");
+	cr_assert_str_eq(r->service, "urn:nhs:names:services:mm");
+	cr_assert_str_eq(r->from_party, "FAKE01-0000001");
+	cr_assert_str_eq(r->to_party, "YES-0000806");
+	cr_assert_str_eq(r->ref_to_message_id, "");
+	cr_assert(
+	    r->duplicate_elimination && r->ack_requested && r->sync_reply);
+	cr_assert_eq(r->payload_len, strlen(PAYLOAD));
+	cr_assert(memcmp(r->payload, PAYLOAD, r->payload_len) == 0);
+}
+
+Test(ebxml_parse, spec_request_with_bare_lf)
+{
+	struct mhs_ebxml_request r;
+	char why[128];
+
+	cr_assert_eq(mhs_ebxml_parse_request(CT_BRACKETED, spec_request_lf,
+	                 strlen(spec_request_lf), &r, why, sizeof(why)),
+	    0, "%s", why);
+	assert_spec_fields(&r);
+}
+
+Test(ebxml_parse, start_parameter_in_every_form)
+{
+	static const char *const cts[] = {CT_MHS,
+	    "multipart/related; boundary=\"--=_MIME-Boundary\"; "
+	    "start=\"ebXMLHeader@spine.nhs.uk\"",
+	    "Multipart/Related;boundary=--=_MIME-Boundary ; "
+	    "START = <ebXMLHeader@spine.nhs.uk> ; charset=\"UTF-8\"",
+	    "multipart/related; boundary=\"--=_MIME-Boundary\""};
+
+	for (size_t i = 0; i < sizeof(cts) / sizeof(cts[0]); i++) {
+		struct mhs_ebxml_request r;
+		char why[128];
+
+		cr_assert_eq(
+		    mhs_ebxml_parse_request(cts[i], spec_request_lf,
+		        strlen(spec_request_lf), &r, why, sizeof(why)),
+		    0, "%s: %s", cts[i], why);
+		assert_spec_fields(&r);
+	}
+}
+
+Test(ebxml_parse, start_part_need_not_be_first)
+{
+	char body[8192];
+	const char *second =
+	    strstr(spec_request_lf + 1, "----=_MIME-Boundary");
+	size_t first_len = (size_t) (second - spec_request_lf);
+	size_t second_len = strlen(second) - strlen("----=_MIME-Boundary--\n");
+	struct mhs_ebxml_request r;
+	char why[128];
+
+	/* preamble, payload part, header part, close, epilogue */
+	snprintf(body, sizeof(body),
+	    "preamble\r\n%.*s%.*s"
+	    "----=_MIME-Boundary--  \nepilogue",
+	    (int) second_len, second, (int) first_len, spec_request_lf);
+	cr_assert_eq(mhs_ebxml_parse_request(CT_BRACKETED, body, strlen(body),
+	                 &r, why, sizeof(why)),
+	    0, "%s", why);
+	assert_spec_fields(&r);
+}
+
+Test(ebxml_parse, bare_soap_envelope_is_accepted)
+{
+	struct mhs_ebxml_request r;
+
+	cr_assert_eq(mhs_ebxml_parse_request(
+	                 "text/xml", spec_ack, strlen(spec_ack), &r, NULL, 0),
+	    0);
+	cr_assert_str_eq(r.action, "Acknowledgment");
+	cr_assert_str_eq(r.ref_to_message_id, MSG_ID);
+	cr_assert_null(r.payload);
+}
+
+static void
+assert_refused(const char *ct, const char *body, size_t len, const char *why)
+{
+	struct mhs_ebxml_request r;
+	char reason[128];
+	int rv =
+	    mhs_ebxml_parse_request(ct, body, len, &r, reason, sizeof(reason));
+
+	cr_assert(rv == MHS_EINVAL || rv == MHS_ETOOBIG, "rv %d", rv);
+	if (why != NULL)
+		cr_assert_not_null(
+		    strstr(reason, why), "reason \"%s\"", reason);
+}
+
+Test(ebxml_parse, malformed_requests_are_refused_with_a_reason)
+{
+	const char *b = spec_request_lf;
+	size_t n = strlen(b);
+	char buf[8192];
+
+	assert_refused(CT_BRACKETED, "", 0, "empty");
+	assert_refused("text/plain", b, n, "Content-Type");
+	assert_refused(NULL, b, n, "Content-Type");
+	assert_refused("multipart/related", b, n, "boundary");
+	assert_refused("multipart/related; boundary=other", b, n, "multipart");
+	assert_refused(CT_BRACKETED, b, n - strlen("--\n") - 1, "multipart");
+	assert_refused("multipart/related; boundary=\"--=_MIME-Boundary\"; "
+	               "start=\"<nope@x>\"",
+	    b, n, "start");
+	snprintf(buf, sizeof(buf),
+	    "----=_MIME-Boundary\r\nContent-Id: <ebXMLHeader@spine.nhs.uk>\r\n"
+	    "\r\n<a><b></a>\r\n----=_MIME-Boundary--\r\n");
+	assert_refused(CT_BRACKETED, buf, strlen(buf), "XML");
+	snprintf(buf, sizeof(buf),
+	    "----=_MIME-Boundary\r\nContent-Id: <ebXMLHeader@spine.nhs.uk>\r\n"
+	    "\r\n<a/>\r\n----=_MIME-Boundary--\r\n");
+	assert_refused(CT_BRACKETED, buf, strlen(buf), "MessageHeader");
+}
+
+Test(ebxml_parse, overlong_field_is_refused)
+{
+	struct mhs_ebxml_msg m = reliable_msg();
+	struct mhs_buf b = MHS_BUF_INIT;
+	char ct[256];
+
+	m.cpa_id = "0123456789012345678901234567890123456789012345678901234567"
+	           "890123456789";
+	build_ok(&m, &b, ct, sizeof(ct));
+	assert_refused(ct, b.data, b.len, "eb:CPAId too long");
+	mhs_buf_fini(&b);
+}
+
+Test(ebxml_parse, manifest_must_name_a_present_part)
+{
+	char body[8192], *p;
+
+	snprintf(body, sizeof(body), "%s", spec_request_lf);
+	p = strstr(body, "cid:" MSG_ID);
+	cr_assert_not_null(p);
+	p[4] = 'B'; /* the reference no longer matches part 2's Content-Id */
+	assert_refused(CT_BRACKETED, body, strlen(body), "Manifest");
+}
+
+Test(ebxml_parse, every_truncation_is_refused)
+{
+	size_t n = strlen(spec_request_lf);
+	size_t close_at = n - strlen("----=_MIME-Boundary--\n");
+
+	/* Every prefix missing the closing delimiter is incomplete. */
+	for (size_t i = 0; i < close_at + strlen("----=_MIME-Boundary--") - 1;
+	     i++) {
+		char *copy =
+		    malloc(i + 1); /* exact size: ASan sees overreads */
+
+		cr_assert_not_null(copy);
+		memcpy(copy, spec_request_lf, i);
+		assert_refused(CT_BRACKETED, copy, i, NULL);
+		free(copy);
+	}
+}
+
+Test(ebxml_parse, garbage_is_refused)
+{
+	char buf[4096];
+
+	srand(54321);
+	for (int round = 0; round < 2000; round++) {
+		size_t n = 1 + (size_t) (rand() % (int) sizeof(buf));
+		struct mhs_ebxml_request r;
+
+		memcpy(buf, "----=_MIME-Boundary\r\n", 21);
+		for (size_t i = round % 2 ? 21 : 0; i < n; i++)
+			buf[i] =
+			    (char) (rand() % 3 == 0 ? "-\r\n<>:"[rand() % 6]
+			                            : rand());
+		cr_assert_neq(
+		    mhs_ebxml_parse_request(CT_BRACKETED, buf, n, &r, NULL, 0),
+		    0);
+	}
+}
+
+Test(ebxml_parse, soap_action_forms)
+{
+	const char *svc = "urn:nhs:names:services:mm",
+	           *act = "PORX_IN020101SM31";
+
+	cr_assert(mhs_ebxml_soap_action_eq(
+	    "urn:nhs:names:services:mm/PORX_IN020101SM31", svc, act));
+	cr_assert(mhs_ebxml_soap_action_eq(
+	    "\"urn:nhs:names:services:mm/PORX_IN020101SM31\"", svc, act));
+	cr_assert(mhs_ebxml_soap_action_eq(
+	    " urn:urn:nhs:names:services:mm/PORX_IN020101SM31", svc, act));
+	cr_assert(!mhs_ebxml_soap_action_eq(
+	    "urn:nhs:names:services:mm/PORX_IN020101SM3", svc, act));
+	cr_assert(!mhs_ebxml_soap_action_eq(
+	    "urn:nhs:names:services:mmX/PORX_IN020101SM31", svc, act));
+	cr_assert(!mhs_ebxml_soap_action_eq("ebXML", svc, act));
+	cr_assert(!mhs_ebxml_soap_action_eq(NULL, svc, act));
+	cr_assert(!mhs_ebxml_soap_action_eq("\"", svc, act));
+}

@@ -1,0 +1,497 @@
+/*
+ * Design notes: the simulator's HTTP surface, on nng's HTTP server.
+ *  - POST to any path but /_sim/...: one ebXML delivery. Parse and check
+ *    it (SPINE-EBXML.md §1-2), record it, pick the outcome (magic ids,
+ *    then fail_rate), answer as Spine would (§3-4) with exactly
+ *    "Content-Type: text/xml".
+ *  - /_sim/messages (GET, DELETE) and /_sim/config (GET, PUT): test
+ *    control, JSON, never delayed or failed.
+ * Callbacks run on nng's threads and never block: sim->mtx is held only
+ * for table and config updates, and a reply delayed by latency_ms waits
+ * on a sleep aio of its own. "drop" and "down" are answered without an
+ * ebXML body: drop closes the connection with no response at all, down
+ * answers 503 with a plain-text body (a load balancer's page).
+ * Payloads are never logged; MessageIds and reasons are.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/nng.h>
+#include <nng/supplemental/http/http.h>
+
+#include "ebxml.h"
+#include "error.h"
+#include "log.h"
+#include "sim.h"
+#include "util.h"
+
+/* ---- replies ---- */
+
+/*
+ * Every response goes out as one buffer through nng_http_conn_write_all:
+ * nng 1.5.2's own response writer hands headers and body to TLS as two
+ * records on a socket without TCP_NODELAY, and Nagle then holds the body
+ * until the client's delayed ACK (about 40 ms a response). One write is
+ * one record. The handler's aio is finished with no response object once
+ * the write is done, which tells nng the response was sent.
+ */
+struct sim_answer {
+	int status; /* 0: close the connection unanswered (drop) */
+	const char *ctype;
+	struct mhs_buf body;
+};
+
+struct sim_reply {
+	struct sim *sim;
+	nng_aio *http; /* the handler's aio */
+	nng_http_conn *conn;
+	struct mhs_buf wire; /* status line, headers, body; empty: drop */
+	nng_aio *aio;        /* latency sleep, then the write */
+	bool writing;
+};
+
+static const char *
+status_text(int status)
+{
+	switch (status) {
+	case 200:
+		return "OK";
+	case 202:
+		return "Accepted";
+	case 400:
+		return "Bad Request";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 500:
+		return "Internal Server Error";
+	case 503:
+		return "Service Unavailable";
+	}
+	return "Unknown";
+}
+
+static void
+answer_text(
+    struct sim_answer *a, int status, const char *ctype, const char *text)
+{
+	a->status = status;
+	a->ctype = ctype;
+	mhs_buf_reset(&a->body);
+	mhs_buf_puts(&a->body, text);
+}
+
+static void
+reply_done(struct sim_reply *r, int rv)
+{
+	nng_aio_set_output(r->http, 0, NULL); /* we wrote the response */
+	nng_aio_finish(r->http, rv);          /* rv != 0: nng closes */
+	atomic_fetch_sub(&r->sim->pending, 1);
+	mhs_buf_fini(&r->wire);
+	nng_aio_reap(r->aio); /* we may be inside its callback */
+	free(r);
+}
+
+static void
+reply_write(struct sim_reply *r)
+{
+	nng_iov iov = {r->wire.data, r->wire.len};
+
+	r->writing = true;
+	nng_aio_set_iov(r->aio, 1, &iov);
+	nng_http_conn_write_all(r->conn, r->aio);
+}
+
+static void
+reply_cb(void *arg)
+{
+	struct sim_reply *r = arg;
+	int rv = nng_aio_result(r->aio);
+
+	if (r->writing || rv != 0)
+		reply_done(r, rv);
+	else if (r->wire.len == 0)
+		reply_done(r, NNG_ECONNRESET); /* drop */
+	else
+		reply_write(r);
+}
+
+/* Formats the whole response; an empty wire means drop. */
+static void
+reply_format(struct sim_reply *r, nng_http_req *req, struct sim_answer *a)
+{
+	const char *conn = nng_http_req_get_header(req, "Connection");
+
+	if (a->status == 0 || a->body.err != 0)
+		return;
+	mhs_buf_printf(&r->wire,
+	    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s"
+	    "\r\n",
+	    a->status, status_text(a->status), a->ctype, a->body.len,
+	    conn != NULL && strcasestr(conn, "close") != NULL
+	        ? "Connection: close\r\n"
+	        : "");
+	mhs_buf_append(&r->wire, a->body.len ? a->body.data : "", a->body.len);
+	if (r->wire.err != 0)
+		mhs_buf_fini(&r->wire);
+}
+
+/*
+ * reply_send answers the request of handler aio http with a (whose body
+ * it frees), after latency_ms when positive, never blocking the caller.
+ */
+static void
+reply_send(struct sim *s, nng_aio *http, struct sim_answer *a, int latency_ms)
+{
+	nng_http_req *req = nng_aio_get_input(http, 0);
+	struct sim_reply *r = calloc(1, sizeof(*r));
+
+	if (r == NULL || nng_aio_alloc(&r->aio, reply_cb, r) != 0) {
+		free(r);
+		mhs_buf_fini(&a->body);
+		nng_aio_finish(http, NNG_ENOMEM);
+		return;
+	}
+	r->sim = s;
+	r->http = http;
+	r->conn = nng_aio_get_input(http, 2);
+	reply_format(r, req, a);
+	mhs_buf_fini(&a->body);
+	if (a->status != 0 && r->wire.len == 0)
+		mhs_error("sim_reply", "cannot build a reply: closing");
+	atomic_fetch_add(&s->pending, 1);
+	if (latency_ms > 0)
+		nng_sleep_aio(latency_ms, r->aio);
+	else if (r->wire.len == 0)
+		reply_done(r, NNG_ECONNRESET);
+	else
+		reply_write(r);
+}
+
+/* ---- ebXML deliveries ---- */
+
+static void
+config_get(struct sim *s, struct sim_config *cfg)
+{
+	pthread_mutex_lock(&s->mtx);
+	*cfg = s->cfg;
+	pthread_mutex_unlock(&s->mtx);
+}
+
+static uint32_t
+rng_next(struct sim *s)
+{
+	/* xorshift64*, under sim->mtx */
+	s->rng ^= s->rng >> 12;
+	s->rng ^= s->rng << 25;
+	s->rng ^= s->rng >> 27;
+	return (uint32_t) ((s->rng * 2685821657736338717ULL) >> 32);
+}
+
+static enum sim_outcome
+outcome_pick(struct sim *s, const struct sim_msg *m)
+{
+	static const enum sim_outcome by_fault[] = {
+	    SIM_OUT_RETRIABLE, SIM_OUT_PERMANENT, SIM_OUT_DROP};
+
+	if (strncmp(m->id, SIM_MAGIC_PERM, strlen(SIM_MAGIC_PERM)) == 0)
+		return SIM_OUT_PERMANENT;
+	if (strncmp(m->id, SIM_MAGIC_RETRY2, strlen(SIM_MAGIC_RETRY2)) == 0)
+		return m->deliveries <= 2 ? SIM_OUT_RETRIABLE : SIM_OUT_ACK;
+	if (s->cfg.fail_rate > 0 &&
+	    rng_next(s) % 100 < (uint32_t) s->cfg.fail_rate)
+		return by_fault[s->cfg.fault];
+	return SIM_OUT_ACK;
+}
+
+enum sim_outcome
+sim_deliver(struct sim *s, const char *id, const char *interaction, int *err)
+{
+	struct sim_msg *m;
+	enum sim_outcome o = SIM_OUT_ACK;
+
+	pthread_mutex_lock(&s->mtx);
+	if ((m = sim_table_get(&s->table, id, interaction, err)) != NULL) {
+		m->deliveries++;
+		o = m->last = outcome_pick(s, m);
+		if (o == SIM_OUT_ACK)
+			m->acks++;
+	}
+	pthread_mutex_unlock(&s->mtx);
+	return o;
+}
+
+/* An ebXML ErrorList; a closed connection if it cannot be built. */
+static void
+answer_error(struct sim_answer *a, const struct sim_config *cfg,
+    const struct mhs_ebxml_request *r, const char *code, const char *why)
+{
+	char id[37];
+
+	a->status = cfg->error_status;
+	a->ctype = MHS_EBXML_REPLY_TYPE;
+	if (mhs_uuid_upper(id) != 0 ||
+	    mhs_ebxml_build_error_list(
+	        r, id, mhs_now_ms(), code, why, &a->body) != 0)
+		a->status = 0;
+}
+
+static void
+answer_ack(struct sim_answer *a, const struct mhs_ebxml_request *r)
+{
+	char id[37];
+
+	a->status = 202;
+	a->ctype = MHS_EBXML_REPLY_TYPE;
+	/* Express and forward-reliable: 202 with an empty body (§4). */
+	if (!r->ack_requested || !r->sync_reply)
+		return;
+	if (mhs_uuid_upper(id) != 0 ||
+	    mhs_ebxml_build_ack(r, id, mhs_now_ms(), &a->body) != 0)
+		a->status = 0;
+}
+
+static void
+answer_fault(struct sim_answer *a)
+{
+	a->status = 500;
+	a->ctype = MHS_EBXML_REPLY_TYPE;
+	if (mhs_ebxml_build_soap_fault(
+	        206, "Routing delivery failure (simulated)", &a->body) != 0)
+		a->status = 0;
+}
+
+/* Spine's own checks: NULL, or an ebXML errorCode with why filled. */
+static const char *
+request_check(nng_http_req *req, const struct mhs_ebxml_request *r, char *why,
+    size_t len)
+{
+	const char *missing = r->message_id[0] == '\0' ? "eb:MessageId"
+	    : r->cpa_id[0] == '\0'                     ? "eb:CPAId"
+	    : r->service[0] == '\0'                    ? "eb:Service"
+	    : r->action[0] == '\0'                     ? "eb:Action"
+	                                               : NULL;
+
+	if (missing != NULL) {
+		snprintf(why, len, "%s missing", missing);
+		return "Inconsistent";
+	}
+	if (!mhs_ebxml_soap_action_eq(
+	        nng_http_req_get_header(req, "SOAPAction"), r->service,
+	        r->action)) {
+		snprintf(why, len,
+		    "SOAPAction does not match "
+		    "eb:Service/eb:Action");
+		return "Inconsistent";
+	}
+	return NULL;
+}
+
+static void
+upper(char *dst, const char *src, size_t cap)
+{
+	size_t i;
+
+	for (i = 0; src[i] != '\0' && i + 1 < cap; i++)
+		dst[i] = (char) toupper((unsigned char) src[i]);
+	dst[i] = '\0';
+}
+
+/* The answer to one delivery, as Spine would give it. */
+static void
+ebxml_answer(struct sim *s, nng_http_req *req, const struct sim_config *cfg,
+    struct sim_answer *a)
+{
+	struct mhs_ebxml_request r;
+	const char *code, *ct = nng_http_req_get_header(req, "Content-Type");
+	char why[160], id[64];
+	enum sim_outcome o;
+	void *body;
+	size_t len;
+	int err;
+
+	nng_http_req_get_data(req, &body, &len);
+	if (mhs_ebxml_parse_request(ct, body, len, &r, why, sizeof(why)) !=
+	    0) {
+		mhs_warn("sim_malformed", "%s", why);
+		answer_error(a, cfg, NULL, "OtherXml", why);
+		return;
+	}
+	if ((code = request_check(req, &r, why, sizeof(why))) != NULL) {
+		mhs_log(
+		    MHS_LOG_WARN, r.message_id, "sim_malformed", "%s", why);
+		answer_error(a, cfg, &r, code, why);
+		return;
+	}
+	upper(id, r.message_id, sizeof(id));
+	o = sim_deliver(s, id, r.action, &err);
+	if (err != 0) {
+		mhs_error("sim_table", "cannot record %s: %s", id,
+		    mhs_strerror(err));
+		answer_text(a, 503, "text/plain", "message table full\n");
+		return;
+	}
+	mhs_log(MHS_LOG_DEBUG, id, "sim_delivery", "action=%s outcome=%s",
+	    r.action, sim_outcome_name(o));
+	if (o == SIM_OUT_ACK)
+		answer_ack(a, &r);
+	else if (o == SIM_OUT_RETRIABLE)
+		answer_fault(a);
+	else if (o == SIM_OUT_PERMANENT)
+		answer_error(a, cfg, &r, "DeliveryFailure",
+		    "Simulated permanent failure (spine-sim)");
+	else
+		a->status = 0; /* drop */
+}
+
+static void
+sim_post_cb(nng_aio *aio)
+{
+	nng_http_req *req = nng_aio_get_input(aio, 0);
+	struct sim *s = nng_http_handler_get_data(nng_aio_get_input(aio, 1));
+	struct sim_answer a = {0, NULL, MHS_BUF_INIT};
+	struct sim_config cfg;
+
+	config_get(s, &cfg);
+	if (cfg.down)
+		answer_text(&a, 503, "text/plain", "spine-sim is down\n");
+	else
+		ebxml_answer(s, req, &cfg, &a);
+	reply_send(s, aio, &a, cfg.latency_ms);
+}
+
+/* ---- /_sim ---- */
+
+static bool
+path_is(const char *uri, const char *path)
+{
+	size_t n = strlen(path);
+
+	return strncmp(uri, path, n) == 0 &&
+	    (uri[n] == '\0' || uri[n] == '?' ||
+	        (uri[n] == '/' && (uri[n + 1] == '\0' || uri[n + 1] == '?')));
+}
+
+static void
+admin_error(struct sim_answer *a, int status, const char *msg)
+{
+	a->status = status;
+	a->ctype = "application/json";
+	mhs_buf_reset(&a->body);
+	mhs_buf_puts(&a->body, "{\"error\":");
+	mhs_buf_json_str(&a->body, msg);
+	mhs_buf_puts(&a->body, "}\n");
+}
+
+static void
+admin_messages(struct sim *s, const char *method, struct sim_answer *a)
+{
+	size_t n;
+
+	if (strcmp(method, "GET") == 0) {
+		pthread_mutex_lock(&s->mtx);
+		sim_table_json(&s->table, &a->body);
+		pthread_mutex_unlock(&s->mtx);
+		return;
+	}
+	if (strcmp(method, "DELETE") != 0) {
+		admin_error(a, 405, "use GET or DELETE");
+		return;
+	}
+	pthread_mutex_lock(&s->mtx);
+	n = s->table.n;
+	sim_table_clear(&s->table);
+	pthread_mutex_unlock(&s->mtx);
+	mhs_info("sim_cleared", "%zu messages forgotten", n);
+	mhs_buf_printf(&a->body, "{\"cleared\":%zu}\n", n);
+}
+
+static void
+admin_config(
+    struct sim *s, nng_http_req *req, const char *method, struct sim_answer *a)
+{
+	struct sim_config cfg;
+	char err[160];
+	void *body;
+	size_t len;
+	int rv;
+
+	if (strcmp(method, "GET") != 0 && strcmp(method, "PUT") != 0) {
+		admin_error(a, 405, "use GET or PUT");
+		return;
+	}
+	nng_http_req_get_data(req, &body, &len);
+	pthread_mutex_lock(&s->mtx);
+	rv = strcmp(method, "PUT") != 0
+	    ? 0
+	    : sim_config_patch(&s->cfg, body, len, err, sizeof(err));
+	cfg = s->cfg;
+	pthread_mutex_unlock(&s->mtx);
+	if (rv != 0) {
+		admin_error(a, 400, err);
+		return;
+	}
+	if (strcmp(method, "PUT") == 0)
+		mhs_info("sim_config",
+		    "fail_rate=%d fault=%s latency_ms=%d down=%d "
+		    "error_status=%d",
+		    cfg.fail_rate, sim_fault_name(cfg.fault), cfg.latency_ms,
+		    cfg.down, cfg.error_status);
+	sim_config_json(&cfg, &a->body);
+}
+
+static void
+sim_admin_cb(nng_aio *aio)
+{
+	nng_http_req *req = nng_aio_get_input(aio, 0);
+	struct sim *s = nng_http_handler_get_data(nng_aio_get_input(aio, 1));
+	const char *uri = nng_http_req_get_uri(req);
+	const char *method = nng_http_req_get_method(req);
+	struct sim_answer a = {200, "application/json", MHS_BUF_INIT};
+
+	if (path_is(uri, "/_sim/messages"))
+		admin_messages(s, method, &a);
+	else if (path_is(uri, "/_sim/config"))
+		admin_config(s, req, method, &a);
+	else
+		admin_error(&a, 404, "no such /_sim endpoint");
+	reply_send(s, aio, &a, 0);
+}
+
+/* ---- registration ---- */
+
+static int
+handler_add(nng_http_server *server, struct sim *s, const char *path,
+    const char *method, size_t maxbody, void (*cb)(nng_aio *))
+{
+	nng_http_handler *h;
+	int rv;
+
+	if ((rv = nng_http_handler_alloc(&h, path, cb)) != 0)
+		return mhs_err_nng(rv);
+	if ((rv = nng_http_handler_set_method(h, method)) != 0 ||
+	    (rv = nng_http_handler_set_tree(h)) != 0 ||
+	    (rv = nng_http_handler_collect_body(h, true, maxbody)) != 0 ||
+	    (rv = nng_http_handler_set_data(h, s, NULL)) != 0 ||
+	    (rv = nng_http_server_add_handler(server, h)) != 0) {
+		nng_http_handler_free(h);
+		return mhs_err_nng(rv);
+	}
+	return 0;
+}
+
+int
+sim_http_register(struct sim *s, nng_http_server *server)
+{
+	int rv;
+
+	/* nng tries longer paths first: /_sim wins over the catch-all. */
+	if ((rv = handler_add(
+	         server, s, "/_sim", NULL, SIM_CONFIG_MAX, sim_admin_cb)) != 0)
+		return rv;
+	return handler_add(
+	    server, s, "/", "POST", MHS_EBXML_MAX_BODY, sim_post_cb);
+}
