@@ -127,7 +127,7 @@ rt_settle(struct router *r, struct rt_xfer *x, int verdict, const char *reason)
 	}
 	if (verdict == MHS_EBXML_RETRY &&
 	    attempt > (unsigned) x->route->retries) {
-		snprintf(why, sizeof(why), "retries exhausted (%u): %s",
+		snprintf(why, sizeof(why), "retries exhausted (%u): %.200s",
 		    x->route->retries, reason);
 		verdict = MHS_EBXML_FAILED;
 		reason = why;
@@ -143,7 +143,7 @@ rt_settle(struct router *r, struct rt_xfer *x, int verdict, const char *reason)
 	if (expired ||
 	    at - d->accepted_at_ms > x->route->persist_duration_ms) {
 		snprintf(
-		    why, sizeof(why), "persist duration exceeded: %s", reason);
+		    why, sizeof(why), "persist duration exceeded: %.200s", reason);
 		atomic_fetch_add(&r->stats.expired, 1);
 		rt_report(
 		    r, d, MHS__STORE__V1__OUTCOME__OUTCOME_EXPIRED, why, 0);
