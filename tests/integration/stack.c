@@ -226,6 +226,17 @@ stack_restarts(const struct stack *s)
 	return found;
 }
 
+bool
+stack_sanitizer_clean(const struct stack *s)
+{
+	char cmd[400];
+
+	/* ASan, LSan and UBSan reports of any process land in its log. */
+	snprintf(cmd, sizeof(cmd),
+	    "grep -lE 'Sanitizer|runtime error:' '%s'/logs/*.log >&2", s->dir);
+	return system(cmd) != 0;
+}
+
 void
 stack_cleanup(const struct stack *s)
 {

@@ -32,6 +32,8 @@ bool stack_start(struct stack *s, int routers);
 bool stack_stop(struct stack *s);
 /* stack_restarts: did scripts/run have to restart a crashed process? */
 bool stack_restarts(const struct stack *s);
+/* stack_sanitizer_clean: no sanitizer report in any process's log. */
+bool stack_sanitizer_clean(const struct stack *s);
 /* stack_cleanup removes the stack's directory (after a clean stop). */
 void stack_cleanup(const struct stack *s);
 /* stack_http_get fetches url (HTTPS with the stack's CA and client cert);

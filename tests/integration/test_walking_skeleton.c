@@ -41,7 +41,7 @@ static void
 teardown(void)
 {
 	mhs_client_close(cl);
-	if (stk.pid > 0 && stack_stop(&stk))
+	if (stk.pid > 0 && stack_stop(&stk) && stack_sanitizer_clean(&stk))
 		stack_cleanup(&stk);
 }
 
@@ -160,6 +160,8 @@ Test(walking_skeleton, hundred_messages_reach_spine, .init = setup,
 	    "a process exited and was restarted; see %s/run.out", stk.dir);
 	cr_assert(stack_stop(&stk), "scripts/run did not stop cleanly");
 	stk.pid = 0;
+	cr_assert(stack_sanitizer_clean(&stk),
+	    "a sanitizer reported an error; see %s/logs", stk.dir);
 	stack_cleanup(&stk);
 }
 
