@@ -142,8 +142,8 @@ rt_settle(struct router *r, struct rt_xfer *x, int verdict, const char *reason)
 	}
 	if (expired ||
 	    at - d->accepted_at_ms > x->route->persist_duration_ms) {
-		snprintf(
-		    why, sizeof(why), "persist duration exceeded: %.200s", reason);
+		snprintf(why, sizeof(why), "persist duration exceeded: %.200s",
+		    reason);
 		atomic_fetch_add(&r->stats.expired, 1);
 		rt_report(
 		    r, d, MHS__STORE__V1__OUTCOME__OUTCOME_EXPIRED, why, 0);
