@@ -7,7 +7,10 @@
  *   - replaying records Redis already has changes nothing;
  *   - after a crash, a Redis restart, or a Redis that lost everything, the
  *     store replays the journal from the last applied sequence (from 0 for
- *     an empty Redis) and Redis is whole again.
+ *     an empty Redis) and Redis is whole again;
+ *   - a Redis emptied under a running store (FLUSHALL, failover to an empty
+ *     replica) has no applied_seq: the script then refuses with MHSREPLAY,
+ *     the store drops the connection, reconnects and replays.
  * Keys, all under the configured prefix P, one hash tag per message:
  *   P:m:{ID}           hash: state, attempts, fields, payload, response
  *   P:idem:CLIENT/KEY  "ID FINGERPRINT-HEX ACCEPTED-MS", expires (keys
@@ -38,7 +41,11 @@ static const char APPLY_LUA[] =
     "ARGV[4], ARGV[5]\n"
     "local mk = p .. ':m:{' .. id .. '}'\n"
     "local sk = p .. ':applied_seq'\n"
-    "if seq <= tonumber(redis.call('GET', sk) or '0') then return 0 end\n"
+    "local applied = redis.call('GET', sk)\n"
+    "if not applied then\n"
+    "  return redis.error_reply('MHSREPLAY applied_seq is missing')\n"
+    "end\n"
+    "if seq <= tonumber(applied) then return 0 end\n"
     "redis.call('SET', sk, seq)\n"
     "local tm = redis.call('TIME')\n"
     "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)\n"
@@ -345,6 +352,15 @@ st_redis_replay(struct store *st)
 	if (rep->type == REDIS_REPLY_STRING)
 		rp.applied = strtoull(rep->str, NULL, 10);
 	freeReplyObject(rep);
+	if (rp.applied == 0) {
+		/* An empty (or emptied) Redis: the script refuses to apply
+		 * anything until this key exists, so a FLUSHALL under a live
+		 * store is noticed at the next write and replayed. */
+		const char *set[] = {"SET", key, "0"};
+		if ((rep = st_redis_cmd(st, 3, set, NULL)) == NULL)
+			return MHS_EUNAVAIL;
+		freeReplyObject(rep);
+	}
 	if (rp.applied < mhs_journal_last_seq(st->journal))
 		mhs_info("replay_start",
 		    "applying journal records %llu..%llu to Redis",
@@ -360,5 +376,28 @@ st_redis_replay(struct store *st)
 		return rv;
 	}
 	st->redis.applied_seq = rp.applied;
+	return 0;
+}
+
+int
+st_redis_check(struct store *st)
+{
+	char key[128];
+	const char *get[] = {"GET", key};
+	redisReply *rep;
+	bool lost;
+
+	snprintf(key, sizeof(key), "%s:applied_seq", st->cfg.prefix);
+	if ((rep = st_redis_cmd(st, 2, get, NULL)) == NULL)
+		return MHS_EUNAVAIL;
+	lost = rep->type == REDIS_REPLY_NIL;
+	freeReplyObject(rep);
+	if (lost) {
+		/* Emptied under us: reconnect, which replays the journal. */
+		st_redis_drop(
+		    st, "Redis lost its data; replaying the journal");
+		st->redis.next_attempt_ms = 0;
+		return st_redis_ensure(st);
+	}
 	return 0;
 }

@@ -133,6 +133,8 @@ int st_redis_append_apply(
     struct store *st, uint64_t seq, const Mhs__Store__V1__JournalRecord *r);
 /* Reads n pipelined replies; returns 0 or a negative mhs_err. */
 int st_redis_drain(struct store *st, size_t n);
+/* Notices a Redis emptied under the store and replays into it. */
+int st_redis_check(struct store *st);
 /* Replays every journal record after the last one Redis applied. */
 int st_redis_replay(struct store *st);
 /* One command, returning the reply (caller frees) or NULL after dropping. */

@@ -795,7 +795,8 @@ worker_main(void *arg)
 			worker_batch(st, ops, n);
 		if (mhs_mono_ms() - last_tick >= 100) {
 			last_tick = mhs_mono_ms();
-			if (st_redis_ensure(st) == 0)
+			if (st_redis_ensure(st) == 0 &&
+			    st_redis_check(st) == 0)
 				worker_promote_retries(st);
 		}
 		pthread_mutex_lock(&st->lock);
