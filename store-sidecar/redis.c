@@ -12,7 +12,9 @@
  *     replica) has no applied_seq: the script then refuses with MHSREPLAY,
  *     the store drops the connection, reconnects and replays.
  * Keys, all under the configured prefix P, one hash tag per message:
- *   P:m:{ID}           hash: state, attempts, fields, payload, response
+ *   P:m:{ID}           hash: state, attempts, fields, payload, response,
+ *                      clock (acceptance or redelivery time: the persist
+ *                      duration runs from it), nhs_ix (the index HMAC)
  *   P:idem:CLIENT/KEY  "ID FINGERPRINT-HEX ACCEPTED-MS", expires (keys
  *                      are scoped by client: partners cannot collide)
  *   P:ix:rx:RXID, P:ix:ods:ODS, P:ix:nhs:HMAC   zsets by accepted time
@@ -55,7 +57,7 @@ static const char APPLY_LUA[] =
     "    'interaction', ARGV[6], 'rx', ARGV[7], 'ods', ARGV[8],\n"
     "    'recipient', ARGV[9], 'ctype', ARGV[10], 'payload', ARGV[11],\n"
     "    'idem', ARGV[12], 'accepted_at', t, 'updated_at', t,\n"
-    "    'last_error', '')\n"
+    "    'clock', t, 'nhs_ix', ARGV[16], 'last_error', '')\n"
     "  redis.call('XADD', p .. ':deliver', '*', 'id', id)\n"
     "  if tonumber(ARGV[15]) > now then\n"
     "    redis.call('SET', p .. ':idem:' .. ARGV[13], ARGV[14], 'PXAT', "
@@ -77,6 +79,7 @@ static const char APPLY_LUA[] =
     "if ARGV[9] ~= '' then redis.call('HSET', mk, 'response', ARGV[9]) end\n"
     "if st == 3 then redis.call('ZADD', p .. ':retry', ARGV[10], id) end\n"
     "if st == 1 then\n"
+    "  redis.call('HSET', mk, 'clock', t)\n"
     "  redis.call('PERSIST', mk)\n"
     "  redis.call('LREM', p .. ':dead', 0, id)\n"
     "  redis.call('XADD', p .. ':deliver', '*', 'id', id)\n"

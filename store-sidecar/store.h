@@ -141,6 +141,19 @@ int st_redis_replay(struct store *st);
 redisReply *st_redis_cmd(
     struct store *st, int argc, const char **argv, const size_t *lens);
 
+/* worker.c helpers shared with query.c (worker thread only). */
+void st_op_fail(struct st_op *op, int code, const char *msg);
+redisReply *st_hgetall(struct store *st, const char *id);
+redisReply *st_hash_field(const redisReply *h, const char *name);
+long long st_hash_ll(const redisReply *h, const char *name);
+Mhs__V1__MessageStatus *st_status_from_hash(
+    const char *id, const redisReply *h);
+void st_status_free(ProtobufCMessage *m);
+
+/* query.c: read-only ops (worker thread only). */
+void st_do_search(struct store *st, struct st_op *op);
+void st_do_dead_letters(struct store *st, struct st_op *op);
+
 /* st_idem_key writes the scoped idempotency key "CLIENT/KEY". */
 void st_idem_key(
     const char *client, const char *key, char *out, size_t outlen);

@@ -19,6 +19,7 @@
 #include "status.h"
 #include "store.h"
 #include "util.h"
+#include "validate.h"
 
 /* One journal record made by this batch. */
 struct st_rec {
@@ -35,8 +36,6 @@ struct st_batch {
 	size_t n, cap;
 	int64_t now_ms;
 };
-
-static void op_fail(struct st_op *op, int code, const char *msg);
 
 void
 st_idem_key(const char *client, const char *key, char *out, size_t outlen)
@@ -84,8 +83,8 @@ batch_rec(
 
 /* ---- reading Redis ---- */
 
-static redisReply *
-hash_field(const redisReply *h, const char *name)
+redisReply *
+st_hash_field(const redisReply *h, const char *name)
 {
 	if (h == NULL || h->type != REDIS_REPLY_ARRAY)
 		return NULL;
@@ -98,19 +97,19 @@ hash_field(const redisReply *h, const char *name)
 static char *
 hash_str(const redisReply *h, const char *name)
 {
-	redisReply *v = hash_field(h, name);
+	redisReply *v = st_hash_field(h, name);
 	return strdup(v != NULL && v->str != NULL ? v->str : "");
 }
 
-static long long
-hash_ll(const redisReply *h, const char *name)
+long long
+st_hash_ll(const redisReply *h, const char *name)
 {
-	redisReply *v = hash_field(h, name);
+	redisReply *v = st_hash_field(h, name);
 	return v != NULL && v->str != NULL ? strtoll(v->str, NULL, 10) : 0;
 }
 
 /* st_hgetall returns the message hash, NULL when absent or on error. */
-static redisReply *
+redisReply *
 st_hgetall(struct store *st, const char *id)
 {
 	char key[128];
@@ -127,8 +126,8 @@ st_hgetall(struct store *st, const char *id)
 	return rep;
 }
 
-static void
-status_free(ProtobufCMessage *m)
+void
+st_status_free(ProtobufCMessage *m)
 {
 	mhs__v1__message_status__free_unpacked(
 	    (Mhs__V1__MessageStatus *) m, NULL);
@@ -138,11 +137,11 @@ status_free(ProtobufCMessage *m)
  * status_from_hash makes a heap MessageStatus (freed as if unpacked: every
  * string and bytes field is its own allocation).
  */
-static Mhs__V1__MessageStatus *
-status_from_hash(const char *id, const redisReply *h)
+Mhs__V1__MessageStatus *
+st_status_from_hash(const char *id, const redisReply *h)
 {
 	Mhs__V1__MessageStatus *s = malloc(sizeof(*s));
-	redisReply *resp = hash_field(h, "response");
+	redisReply *resp = st_hash_field(h, "response");
 
 	if (s == NULL)
 		return NULL;
@@ -153,10 +152,10 @@ status_from_hash(const char *id, const redisReply *h)
 	s->prescription_id = hash_str(h, "rx");
 	s->sender_ods = hash_str(h, "ods");
 	s->last_error = hash_str(h, "last_error");
-	s->state = (Mhs__V1__MessageState) hash_ll(h, "state");
-	s->attempts = (uint32_t) hash_ll(h, "attempts");
-	s->accepted_at_ms = hash_ll(h, "accepted_at");
-	s->updated_at_ms = hash_ll(h, "updated_at");
+	s->state = (Mhs__V1__MessageState) st_hash_ll(h, "state");
+	s->attempts = (uint32_t) st_hash_ll(h, "attempts");
+	s->accepted_at_ms = st_hash_ll(h, "accepted_at");
+	s->updated_at_ms = st_hash_ll(h, "updated_at");
 	if (resp != NULL && resp->len > 0 &&
 	    (s->response_payload.data = malloc(resp->len)) != NULL) {
 		memcpy(s->response_payload.data, resp->str, resp->len);
@@ -173,15 +172,15 @@ do_get(struct st_batch *b, struct st_op *op)
 	Mhs__V1__MessageStatus *s;
 
 	if (h == NULL) {
-		op_fail(op,
+		st_op_fail(op,
 		    b->st->redis.c ? MHS_CODE_NOT_FOUND : MHS_CODE_UNAVAILABLE,
 		    b->st->redis.c ? "no such message" : "Redis unavailable");
 		return;
 	}
-	if ((s = status_from_hash(in->message_id, h)) == NULL)
-		op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+	if ((s = st_status_from_hash(in->message_id, h)) == NULL)
+		st_op_fail(op, MHS_CODE_INTERNAL, "out of memory");
 	op->out = &s->base;
-	op->out_free = status_free;
+	op->out_free = st_status_free;
 	freeReplyObject(h);
 }
 
@@ -208,7 +207,7 @@ append_match(
     struct st_op *op, const char *id, const uint8_t *fp, int64_t accepted_at)
 {
 	if (memcmp(fp, op->fingerprint, 32) != 0) {
-		op_fail(op, MHS_CODE_ALREADY_EXISTS,
+		st_op_fail(op, MHS_CODE_ALREADY_EXISTS,
 		    "idempotency_key was used before with different content");
 		return;
 	}
@@ -225,7 +224,7 @@ append_match_stored(struct st_op *op, const char *val)
 	uint8_t fp[32];
 
 	if (sscanf(val, "%36s %64s %lld", id, fphex, &at) != 3) {
-		op_fail(op, MHS_CODE_INTERNAL, "bad idempotency record");
+		st_op_fail(op, MHS_CODE_INTERNAL, "bad idempotency record");
 		return;
 	}
 	for (int i = 0; i < 32; i++) {
@@ -288,7 +287,8 @@ appends_dedup(struct st_batch *b, struct st_op **apps, size_t n)
 		}
 		if (!apps[i]->duplicate && apps[i]->code == 0 &&
 		    mhs_uuid_upper(apps[i]->message_id) != 0)
-			op_fail(apps[i], MHS_CODE_INTERNAL, "no randomness");
+			st_op_fail(
+			    apps[i], MHS_CODE_INTERNAL, "no randomness");
 		apps[i]->accepted_at_ms = b->now_ms;
 	}
 	return 0;
@@ -307,7 +307,8 @@ appends_record(struct st_batch *b, struct st_op **apps, size_t n)
 		r = batch_rec(b, apps[i], apps[i]->message_id,
 		    MHS__STORE__V1__RECORD_KIND__RECORD_KIND_ACCEPTED);
 		if (r == NULL) {
-			op_fail(apps[i], MHS_CODE_INTERNAL, "out of memory");
+			st_op_fail(
+			    apps[i], MHS_CODE_INTERNAL, "out of memory");
 			continue;
 		}
 		r->r.submit = in->submit;
@@ -337,7 +338,7 @@ appends_answer(struct st_batch *b, struct st_op **apps, size_t n)
 		if (op->code != 0)
 			continue;
 		if ((r = malloc(sizeof(*r))) == NULL) {
-			op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+			st_op_fail(op, MHS_CODE_INTERNAL, "out of memory");
 			continue;
 		}
 		mhs__v1__submit_response__init(r);
@@ -348,7 +349,7 @@ appends_answer(struct st_batch *b, struct st_op **apps, size_t n)
 		if (op->duplicate) {
 			redisReply *h = st_hgetall(b->st, op->message_id);
 			if (h != NULL)
-				r->state = (Mhs__V1__MessageState) hash_ll(
+				r->state = (Mhs__V1__MessageState) st_hash_ll(
 				    h, "state");
 			if (h != NULL)
 				freeReplyObject(h);
@@ -425,7 +426,7 @@ lease_take(struct st_batch *b, struct st_op *op,
 			continue; /* deleted entry */
 		id = e->element[1]->element[1]->str;
 		h = st_hgetall(b->st, id);
-		if (h == NULL || state_final(hash_ll(h, "state"))) {
+		if (h == NULL || state_final(st_hash_ll(h, "state"))) {
 			if (h != NULL)
 				freeReplyObject(h);
 			lease_ack(b->st, e->element[0]->str);
@@ -443,10 +444,13 @@ lease_take(struct st_batch *b, struct st_op *op,
 		d->sender_ods = hash_str(h, "ods");
 		d->recipient_ods = hash_str(h, "recipient");
 		d->content_type = hash_str(h, "ctype");
-		d->attempts = (uint32_t) hash_ll(h, "attempts");
-		d->accepted_at_ms = hash_ll(h, "accepted_at");
+		d->attempts = (uint32_t) st_hash_ll(h, "attempts");
+		/* The persist duration runs from acceptance or redelivery. */
+		d->accepted_at_ms = st_hash_ll(h, "clock");
+		if (d->accepted_at_ms == 0)
+			d->accepted_at_ms = st_hash_ll(h, "accepted_at");
 		{
-			redisReply *p = hash_field(h, "payload");
+			redisReply *p = st_hash_field(h, "payload");
 			d->payload.len = p ? p->len : 0;
 			d->payload.data = malloc(d->payload.len + 1);
 			if (p != NULL && d->payload.data != NULL)
@@ -479,7 +483,7 @@ do_lease(struct st_batch *b, struct st_op *op)
 	if (resp == NULL ||
 	    (resp->deliveries = calloc(max, sizeof(void *))) == NULL) {
 		free(resp);
-		op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+		st_op_fail(op, MHS_CODE_INTERNAL, "out of memory");
 		return;
 	}
 	op->out = &resp->base;
@@ -490,7 +494,8 @@ do_lease(struct st_batch *b, struct st_op *op)
 		redisReply *entries = NULL;
 
 		if (rep == NULL) {
-			op_fail(op, MHS_CODE_UNAVAILABLE, "Redis unavailable");
+			st_op_fail(
+			    op, MHS_CODE_UNAVAILABLE, "Redis unavailable");
 			return;
 		}
 		if (claim && rep->type == REDIS_REPLY_ARRAY &&
@@ -500,7 +505,7 @@ do_lease(struct st_batch *b, struct st_op *op)
 		    rep->elements == 1 && rep->element[0]->elements == 2)
 			entries = rep->element[0]->element[1];
 		if (lease_take(b, op, resp, entries, max) != 0)
-			op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+			st_op_fail(op, MHS_CODE_INTERNAL, "out of memory");
 		freeReplyObject(rep);
 	}
 	atomic_fetch_add(&b->st->stats.leases, resp->n_deliveries);
@@ -534,16 +539,16 @@ do_report(struct st_batch *b, struct st_op *op)
 	struct st_rec *r;
 
 	if (in->outcome < 1 || in->outcome > 5) {
-		op_fail(op, MHS_CODE_INVALID_ARGUMENT, "outcome: unknown");
+		st_op_fail(op, MHS_CODE_INVALID_ARGUMENT, "outcome: unknown");
 		return;
 	}
 	if ((h = st_hgetall(b->st, in->message_id)) == NULL) {
-		op_fail(op,
+		st_op_fail(op,
 		    b->st->redis.c ? MHS_CODE_NOT_FOUND : MHS_CODE_UNAVAILABLE,
 		    "no such message");
 		return;
 	}
-	if (state_final(hash_ll(h, "state")) &&
+	if (state_final(st_hash_ll(h, "state")) &&
 	    in->outcome != MHS__STORE__V1__OUTCOME__OUTCOME_RESPONDED) {
 		freeReplyObject(
 		    h); /* already settled: keep the first outcome */
@@ -552,19 +557,19 @@ do_report(struct st_batch *b, struct st_op *op)
 		    MHS__STORE__V1__RECORD_KIND__RECORD_KIND_STATE);
 		if (r != NULL) {
 			r->r.state = outcome_state[in->outcome];
-			r->r.attempts = (uint32_t) hash_ll(h, "attempts");
+			r->r.attempts = (uint32_t) st_hash_ll(h, "attempts");
 			r->r.reason = in->reason;
 			r->r.retry_at_ms = in->retry_at_ms;
 			r->r.response_payload = in->response_payload;
 		}
 		freeReplyObject(h);
 		if (r == NULL) {
-			op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+			st_op_fail(op, MHS_CODE_INTERNAL, "out of memory");
 			return;
 		}
 	}
 	if ((resp = malloc(sizeof(*resp))) == NULL) {
-		op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+		st_op_fail(op, MHS_CODE_INTERNAL, "out of memory");
 		return;
 	}
 	mhs__store__v1__report_response__init(resp);
@@ -574,10 +579,92 @@ do_report(struct st_batch *b, struct st_op *op)
 	atomic_fetch_add(&b->st->stats.reports, 1);
 }
 
-/* ---- the batch ---- */
+/* ---- Redeliver ---- */
 
 static void
-op_fail(struct st_op *op, int code, const char *msg)
+redeliver_free(ProtobufCMessage *m)
+{
+	mhs__v1__redeliver_response__free_unpacked(
+	    (Mhs__V1__RedeliverResponse *) m, NULL);
+}
+
+/* redeliver_one requeues one dead-lettered message; returns a code. */
+static int
+redeliver_one(
+    struct st_batch *b, struct st_op *op, const char *id, const char **why)
+{
+	redisReply *h;
+	long long state;
+	struct st_rec *r;
+
+	if (!mhs_message_id_check(id)) {
+		*why = "not a message_id (upper-case UUID)";
+		return MHS_CODE_INVALID_ARGUMENT;
+	}
+	if ((h = st_hgetall(b->st, id)) == NULL) {
+		*why = "no such message (or expired from Redis)";
+		return MHS_CODE_NOT_FOUND;
+	}
+	state = st_hash_ll(h, "state");
+	freeReplyObject(h);
+	if (state != MHS__V1__MESSAGE_STATE__MESSAGE_STATE_FAILED &&
+	    state != MHS__V1__MESSAGE_STATE__MESSAGE_STATE_EXPIRED) {
+		*why = "not dead-lettered (only FAILED or EXPIRED messages)";
+		return MHS_CODE_FAILED_PRECONDITION;
+	}
+	r = batch_rec(
+	    b, op, id, MHS__STORE__V1__RECORD_KIND__RECORD_KIND_STATE);
+	if (r == NULL) {
+		*why = "out of memory";
+		return MHS_CODE_INTERNAL;
+	}
+	r->r.state = MHS__V1__MESSAGE_STATE__MESSAGE_STATE_ACCEPTED;
+	r->r.attempts = 0;
+	r->r.reason = "redelivered by an operator";
+	*why = "requeued";
+	return MHS_CODE_OK;
+}
+
+static void
+do_redeliver(struct st_batch *b, struct st_op *op)
+{
+	const Mhs__V1__RedeliverRequest *in = (const void *) op->in;
+	Mhs__V1__RedeliverResponse *resp;
+
+	if (in->n_message_ids == 0 || in->n_message_ids > 1000) {
+		st_op_fail(op, MHS_CODE_INVALID_ARGUMENT,
+		    "message_ids: give 1 to 1000");
+		return;
+	}
+	if ((resp = malloc(sizeof(*resp))) != NULL)
+		mhs__v1__redeliver_response__init(resp);
+	if (resp == NULL ||
+	    (resp->results = calloc(in->n_message_ids, sizeof(void *))) ==
+	        NULL) {
+		free(resp);
+		st_op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+		return;
+	}
+	op->out = &resp->base;
+	op->out_free = redeliver_free;
+	for (size_t i = 0; i < in->n_message_ids; i++) {
+		Mhs__V1__RedeliverResult *res = malloc(sizeof(*res));
+		const char *why = "";
+
+		if (res == NULL)
+			break;
+		mhs__v1__redeliver_result__init(res);
+		res->code = redeliver_one(b, op, in->message_ids[i], &why);
+		res->message_id = strdup(in->message_ids[i]);
+		res->message = strdup(why);
+		resp->results[resp->n_results++] = res;
+	}
+}
+
+/* ---- the batch ---- */
+
+void
+st_op_fail(struct st_op *op, int code, const char *msg)
 {
 	op->code = code;
 	snprintf(op->message, sizeof(op->message), "%s", msg);
@@ -652,7 +739,7 @@ batch_read(
 		switch (op->kind) {
 		case ST_APPEND:
 			if (append_fingerprint(op) != 0)
-				op_fail(
+				st_op_fail(
 				    op, MHS_CODE_INTERNAL, "out of memory");
 			else
 				apps[(*napps)++] = op;
@@ -666,9 +753,14 @@ batch_read(
 		case ST_REPORT:
 			do_report(b, op);
 			break;
-		default:
-			op_fail(op, MHS_CODE_UNIMPLEMENTED,
-			    "not served by this store version yet");
+		case ST_SEARCH:
+			st_do_search(b->st, op);
+			break;
+		case ST_DEAD_LETTERS:
+			st_do_dead_letters(b->st, op);
+			break;
+		case ST_REDELIVER:
+			do_redeliver(b, op);
 			break;
 		}
 	}
@@ -685,7 +777,7 @@ worker_batch(struct store *st, struct st_op *ops, size_t nops)
 	if (apps == NULL || st_redis_ensure(st) != 0 ||
 	    mhs_journal_failed(st->journal) != 0) {
 		for (struct st_op *op = ops; op != NULL; op = op->next)
-			op_fail(op, MHS_CODE_UNAVAILABLE,
+			st_op_fail(op, MHS_CODE_UNAVAILABLE,
 			    apps == NULL ? "out of memory"
 			        : mhs_journal_failed(st->journal)
 			        ? "journal failed: store not accepting"
@@ -695,7 +787,7 @@ worker_batch(struct store *st, struct st_op *ops, size_t nops)
 	batch_read(&b, ops, apps, &napps);
 	if (napps > 0 && appends_dedup(&b, apps, napps) != 0)
 		for (size_t i = 0; i < napps; i++)
-			op_fail(apps[i], MHS_CODE_UNAVAILABLE,
+			st_op_fail(apps[i], MHS_CODE_UNAVAILABLE,
 			    "Redis unavailable");
 	appends_record(&b, apps, napps);
 	if ((rv = batch_journal(&b)) != 0) {
@@ -706,7 +798,7 @@ worker_batch(struct store *st, struct st_op *ops, size_t nops)
 		atomic_store(&st->journal_ok, false);
 		for (size_t i = 0; i < b.n; i++)
 			if (b.recs[i].op != NULL)
-				op_fail(b.recs[i].op, MHS_CODE_UNAVAILABLE,
+				st_op_fail(b.recs[i].op, MHS_CODE_UNAVAILABLE,
 				    "journal write failed");
 	} else {
 		batch_apply(&b);

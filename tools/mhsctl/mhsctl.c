@@ -13,6 +13,7 @@
 #include "config.h"
 #include "error.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "mhs/v1/admin.pb-c.h"
 #include "mhs/v1/prescriptions.pb-c.h"
 #include "rpc.h"
 #include "status.h"
@@ -22,8 +23,8 @@ static const char *const state_names[] = {"UNSPECIFIED", "ACCEPTED", "SENDING",
 
 static struct {
 	char *url, *token, *interaction, *rx, *nhs, *sender, *recipient;
-	char *ctype, *payload_file, *key;
-	long long timeout_ms;
+	char *ctype, *payload_file, *key, *state, *page_token;
+	long long timeout_ms, since_ms, until_ms, page_size;
 	bool json;
 } o;
 
@@ -54,6 +55,26 @@ static struct mhs_opt submit_opts[] = {
         &o.payload_file},
     {"idempotency-key", MHS_OPT_STR, "", 0, 0,
         "the partner's key for this message (required)", &o.key},
+    {NULL, 0, NULL, 0, 0, NULL, NULL},
+};
+
+static struct mhs_opt search_opts[] = {
+    COMMON_OPTS,
+    {"prescription-id", MHS_OPT_STR, "", 0, 0, "prescription ID", &o.rx},
+    {"nhs-number", MHS_OPT_STR, "", 0, 0, "patient's NHS number", &o.nhs},
+    {"sender-ods", MHS_OPT_STR, "", 0, 0, "sending organisation", &o.sender},
+    {"state", MHS_OPT_STR, "", 0, 0,
+        "only this state (ACCEPTED, DELIVERED, FAILED, ...)", &o.state},
+    {"since-ms", MHS_OPT_INT, "0", 0, 9223372036854775807LL,
+        "accepted at or after (epoch ms)", &o.since_ms},
+    {"until-ms", MHS_OPT_INT, "0", 0, 9223372036854775807LL,
+        "accepted at or before (epoch ms)", &o.until_ms},
+    {"page-size", MHS_OPT_INT, "50", 1, 1000, "results per page",
+        &o.page_size},
+    {"page-token", MHS_OPT_STR, "", 0, 0,
+        "page to show (from a previous "
+        "page)",
+        &o.page_token},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -222,6 +243,132 @@ cmd_status(struct mhs_client *cl, const char *id)
 }
 
 static int
+state_parse(const char *name)
+{
+	for (int i = 1; i < 8; i++)
+		if (strcasecmp(name, state_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+static void
+print_status_line(const Mhs__V1__MessageStatus *s, const char *extra)
+{
+	if (o.json) {
+		printf("{\"message_id\":\"%s\",\"state\":\"%s\","
+		       "\"interaction_id\":\"%s\",\"prescription_id\":\"%s\","
+		       "\"sender_ods\":\"%s\",\"attempts\":%u,"
+		       "\"accepted_at_ms\":%lld,\"updated_at_ms\":%lld}\n",
+		    s->message_id, state_names[s->state & 7],
+		    s->interaction_id, s->prescription_id, s->sender_ods,
+		    s->attempts, (long long) s->accepted_at_ms,
+		    (long long) s->updated_at_ms);
+		return;
+	}
+	printf("%-36s  %-9s  %-17s  %-20s  %-8s  %3u  %s\n", s->message_id,
+	    state_names[s->state & 7], s->interaction_id, s->prescription_id,
+	    s->sender_ods, s->attempts, extra ? extra : s->last_error);
+}
+
+static int
+cmd_search(struct mhs_client *cl)
+{
+	Mhs__V1__SearchRequest rq = MHS__V1__SEARCH_REQUEST__INIT;
+	Mhs__V1__SearchResponse *r = NULL;
+	char auth[300], *err = NULL;
+	struct mhs_rpc_meta meta[] = {{"authorization", auth}};
+	int code, state = 0;
+
+	if (o.state[0] != '\0' && (state = state_parse(o.state)) < 0) {
+		fprintf(stderr, "mhsctl search: --state: unknown state %s\n",
+		    o.state);
+		return 2;
+	}
+	snprintf(auth, sizeof(auth), "Bearer %s", o.token);
+	rq.prescription_id = o.rx;
+	rq.nhs_number = o.nhs;
+	rq.sender_ods = o.sender;
+	rq.state = state;
+	rq.since_ms = o.since_ms;
+	rq.until_ms = o.until_ms;
+	rq.page_size = (uint32_t) o.page_size;
+	rq.page_token = o.page_token;
+	code = mhs_client_call(cl, "/mhs.v1.Prescriptions/Search", &rq.base,
+	    &mhs__v1__search_response__descriptor, (ProtobufCMessage **) &r,
+	    meta, 1, (int) o.timeout_ms, &err);
+	if (code == 0) {
+		if (!o.json)
+			printf("%-36s  %-9s  %-17s  %-20s  %-8s  %3s  %s\n",
+			    "MESSAGE_ID", "STATE", "INTERACTION",
+			    "PRESCRIPTION_ID", "SENDER", "TRY", "LAST_ERROR");
+		for (size_t i = 0; i < r->n_messages; i++)
+			print_status_line(r->messages[i], NULL);
+		if (r->next_page_token[0] != '\0')
+			fprintf(stderr, "more: --page-token %s\n",
+			    r->next_page_token);
+		protobuf_c_message_free_unpacked(&r->base, NULL);
+	}
+	return call_result(code, err);
+}
+
+static int
+cmd_dead_letters(struct mhs_client *cl)
+{
+	Mhs__V1__ListDeadLettersRequest rq =
+	    MHS__V1__LIST_DEAD_LETTERS_REQUEST__INIT;
+	Mhs__V1__ListDeadLettersResponse *r = NULL;
+	char auth[300], *err = NULL;
+	struct mhs_rpc_meta meta[] = {{"authorization", auth}};
+	int code;
+
+	snprintf(auth, sizeof(auth), "Bearer %s", o.token);
+	rq.page_size = (uint32_t) o.page_size;
+	rq.page_token = o.page_token;
+	code = mhs_client_call(cl, "/mhs.v1.Admin/ListDeadLetters", &rq.base,
+	    &mhs__v1__list_dead_letters_response__descriptor,
+	    (ProtobufCMessage **) &r, meta, 1, (int) o.timeout_ms, &err);
+	if (code == 0) {
+		for (size_t i = 0; i < r->n_dead_letters; i++)
+			if (r->dead_letters[i]->status != NULL)
+				print_status_line(r->dead_letters[i]->status,
+				    r->dead_letters[i]->reason);
+		if (r->next_page_token[0] != '\0')
+			fprintf(stderr, "more: --page-token %s\n",
+			    r->next_page_token);
+		protobuf_c_message_free_unpacked(&r->base, NULL);
+	}
+	return call_result(code, err);
+}
+
+static int
+cmd_redeliver(struct mhs_client *cl, char **ids, size_t n)
+{
+	Mhs__V1__RedeliverRequest rq = MHS__V1__REDELIVER_REQUEST__INIT;
+	Mhs__V1__RedeliverResponse *r = NULL;
+	char auth[300], *err = NULL;
+	struct mhs_rpc_meta meta[] = {{"authorization", auth}};
+	int code, failed = 0;
+
+	snprintf(auth, sizeof(auth), "Bearer %s", o.token);
+	rq.message_ids = ids;
+	rq.n_message_ids = n;
+	code = mhs_client_call(cl, "/mhs.v1.Admin/Redeliver", &rq.base,
+	    &mhs__v1__redeliver_response__descriptor, (ProtobufCMessage **) &r,
+	    meta, 1, (int) o.timeout_ms, &err);
+	if (code == 0) {
+		for (size_t i = 0; i < r->n_results; i++) {
+			printf("%s %s: %s\n", r->results[i]->message_id,
+			    mhs_code_name(r->results[i]->code),
+			    r->results[i]->message);
+			failed += r->results[i]->code != 0;
+		}
+		protobuf_c_message_free_unpacked(&r->base, NULL);
+	}
+	code = call_result(code, err);
+	return code == 0 && failed ? 1 : code;
+}
+
+static int
 cmd_health(struct mhs_client *cl)
 {
 	Grpc__Health__V1__HealthCheckRequest rq =
@@ -253,6 +400,13 @@ usage(FILE *f)
 	    "message\n"
 	    "  status MESSAGE_ID                               show a "
 	    "message's state\n"
+	    "  search --prescription-id ID | --nhs-number N | --sender-ods O\n"
+	    "                                                  find "
+	    "messages (table or --json)\n"
+	    "  dead-letters                                    list FAILED "
+	    "and EXPIRED messages\n"
+	    "  redeliver MESSAGE_ID...                         requeue "
+	    "dead-lettered messages\n"
 	    "  health                                          ask the "
 	    "gateway whether it is serving\n"
 	    "Every command takes --help. The gateway and token come from "
@@ -269,6 +423,7 @@ main(int argc, char **argv)
 	struct mhs_client *cl = NULL;
 	const char *cmd, *arg = NULL;
 	int rv, skip = 1;
+	size_t nids = 0;
 
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "-h") == 0) {
@@ -291,6 +446,23 @@ main(int argc, char **argv)
 			arg = argv[2];
 			skip = 2;
 		}
+	} else if (strcmp(cmd, "search") == 0) {
+		prog.name = "mhsctl search";
+		prog.summary =
+		    "Find messages by prescription ID, NHS number or "
+		    "sender ODS.";
+		prog.opts = search_opts;
+	} else if (strcmp(cmd, "dead-letters") == 0) {
+		prog.name = "mhsctl dead-letters";
+		prog.summary = "List FAILED and EXPIRED messages (admin).";
+		prog.opts = search_opts;
+	} else if (strcmp(cmd, "redeliver") == 0) {
+		prog.name = "mhsctl redeliver MESSAGE_ID...";
+		prog.summary = "Requeue dead-lettered messages (admin).";
+		while (
+		    skip + 1 < argc && strncmp(argv[skip + 1], "--", 2) != 0)
+			skip++;
+		nids = (size_t) skip - 1;
 	} else if (strcmp(cmd, "health") == 0) {
 		prog.name = "mhsctl health";
 		prog.summary = "Ask the gateway whether it is serving.";
@@ -305,12 +477,24 @@ main(int argc, char **argv)
 		fprintf(stderr, "mhsctl status: give a MESSAGE_ID\n");
 		return 2;
 	}
+	if (strcmp(cmd, "redeliver") == 0 && nids == 0) {
+		fprintf(stderr,
+		    "mhsctl redeliver: give one or more "
+		    "MESSAGE_IDs\n");
+		return 2;
+	}
 	if ((rv = connect_gateway(&cl)) != 0)
 		return rv;
 	if (strcmp(cmd, "submit") == 0)
 		rv = cmd_submit(cl);
 	else if (strcmp(cmd, "status") == 0)
 		rv = cmd_status(cl, arg);
+	else if (strcmp(cmd, "search") == 0)
+		rv = cmd_search(cl);
+	else if (strcmp(cmd, "dead-letters") == 0)
+		rv = cmd_dead_letters(cl);
+	else if (strcmp(cmd, "redeliver") == 0)
+		rv = cmd_redeliver(cl, argv + 2, nids);
 	else
 		rv = cmd_health(cl);
 	mhs_client_close(cl);
