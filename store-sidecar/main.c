@@ -56,6 +56,13 @@ static struct mhs_opt st_opts[] = {
     {"idempotency-ttl-s", MHS_OPT_INT, "86400", 60, 315360000,
         "how long an idempotency key is remembered",
         &st.cfg.idempotency_ttl_s},
+    {"idem-window", MHS_OPT_INT, "100000", 1, 100000000,
+        "recent Submits remembered in memory for repeats while Redis is "
+        "down",
+        &st.cfg.idem_window},
+    {"max-backlog", MHS_OPT_INT, "1000000", 0, 1000000000,
+        "journal records not yet in Redis before Submit answers 14",
+        &st.cfg.max_backlog},
     {"log-level", MHS_OPT_STR, "info", 0, 0, "debug, info, warn or error",
         &st.cfg.log_level},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
@@ -77,8 +84,9 @@ st_ready_probe(void *arg, char *why, size_t whylen)
 		snprintf(why, whylen, "journal failed");
 		return false;
 	}
-	if (!atomic_load(&s->redis_ok)) {
-		snprintf(why, whylen, "Redis unavailable");
+	if (!atomic_load(&s->redis_ok) && !atomic_load(&s->backlog_ok)) {
+		snprintf(why, whylen,
+		    "Redis unavailable and the journal-only backlog is full");
 		return false;
 	}
 	return true;
@@ -109,6 +117,10 @@ st_metrics_write(void *arg, struct mhs_buf *out)
 	    "mhs_store_reports_total %llu\n"
 	    "# TYPE mhs_store_redis_errors_total counter\n"
 	    "mhs_store_redis_errors_total %llu\n"
+	    "# TYPE mhs_store_journal_only_records_total counter\n"
+	    "mhs_store_journal_only_records_total %llu\n"
+	    "# TYPE mhs_store_redis_backlog gauge\n"
+	    "mhs_store_redis_backlog %llu\n"
 	    "# TYPE mhs_store_journal_ok gauge\nmhs_store_journal_ok %d\n"
 	    "# TYPE mhs_store_redis_ok gauge\nmhs_store_redis_ok %d\n",
 	    atomic_load(&t->appends), atomic_load(&t->duplicates),
@@ -116,6 +128,7 @@ st_metrics_write(void *arg, struct mhs_buf *out)
 	    atomic_load(&t->fsync_us_sum) / 1e6,
 	    atomic_load(&t->journal_bytes), atomic_load(&t->leases),
 	    atomic_load(&t->reports), atomic_load(&t->redis_errors),
+	    atomic_load(&t->journal_only_appends), atomic_load(&t->backlog),
 	    atomic_load(&s->journal_ok) ? 1 : 0,
 	    atomic_load(&s->redis_ok) ? 1 : 0);
 }
@@ -181,6 +194,13 @@ main(int argc, char **argv)
 
 	if (st_open_journal() != 0)
 		return 1;
+	if (st_window_init(&st.window, (uint32_t) st.cfg.idem_window) != 0) {
+		fprintf(stderr,
+		    "mhs-store: no memory for the idempotency "
+		    "window\n");
+		return 1;
+	}
+	atomic_store(&st.backlog_ok, true);
 	if (st_worker_start(&st) != 0 || (rv = st_server_start(&st)) != 0) {
 		fprintf(stderr, "mhs-store: cannot start\n");
 		return 1;
@@ -199,6 +219,7 @@ main(int argc, char **argv)
 	mhs_probe_close(probe);
 	st_server_stop(&st);
 	mhs_journal_close(st.journal);
+	st_window_fini(&st.window);
 	if (st.redis.c != NULL)
 		redisFree(st.redis.c);
 	mhs_info("stopped", "mhs-store stopped");

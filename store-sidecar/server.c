@@ -79,7 +79,8 @@ st_answer_ready(struct st_ctx *c)
 {
 	Mhs__Store__V1__ReadyResponse r = MHS__STORE__V1__READY_RESPONSE__INIT;
 	bool jok = atomic_load(&c->st->journal_ok);
-	bool rok = atomic_load(&c->st->redis_ok);
+	bool rok =
+	    atomic_load(&c->st->redis_ok) || atomic_load(&c->st->backlog_ok);
 
 	r.ready = jok && rok;
 	r.reason = (char *) (!jok ? "journal failed"

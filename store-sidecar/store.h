@@ -32,6 +32,7 @@
 #include "mhs/store/v1/journal.pb-c.h"
 #include "mhs/store/v1/store.pb-c.h"
 #include "rpc.h"
+#include "window.h"
 
 struct st_config {
 	char *listen;
@@ -50,6 +51,8 @@ struct st_config {
 	long long final_ttl_s;
 	long long idempotency_ttl_s;
 	long long redis_timeout_ms;
+	long long idem_window;
+	long long max_backlog;
 };
 
 enum st_kind {
@@ -93,6 +96,7 @@ struct st_redis {
 struct st_stats {
 	atomic_ullong appends, duplicates, batches, batch_ops, fsync_us_sum;
 	atomic_ullong reports, leases, redis_errors, journal_bytes;
+	atomic_ullong journal_only_appends, backlog;
 };
 
 struct store {
@@ -111,6 +115,8 @@ struct store {
 	pthread_t worker;
 	atomic_bool journal_ok;
 	atomic_bool redis_ok;
+	atomic_bool backlog_ok; /* Redis down, but the backlog is bounded */
+	struct st_window window;
 	struct st_stats stats;
 };
 

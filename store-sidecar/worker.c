@@ -235,26 +235,49 @@ append_match_stored(struct st_op *op, const char *val)
 	append_match(op, id, fp, at);
 }
 
-/* Looks every Append's key up in one pipeline, then within the batch. */
+static void
+append_scoped_key(const struct st_op *op, char *out, size_t len)
+{
+	const Mhs__Store__V1__AppendRequest *in = (const void *) op->in;
+
+	st_idem_key(in->client_id, in->submit->idempotency_key, out, len);
+}
+
+/* appends_window answers repeats from the in-memory window (Redis down). */
+static void
+appends_window(struct st_batch *b, struct st_op **apps, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct st_window_entry *e;
+		char scoped[256];
+
+		append_scoped_key(apps[i], scoped, sizeof(scoped));
+		if ((e = st_window_get(&b->st->window, scoped)) != NULL)
+			append_match(apps[i], e->message_id, e->fingerprint,
+			    e->accepted_at_ms);
+	}
+}
+
+/* appends_redis looks every Append's key up in Redis in one pipeline. */
 static int
-appends_dedup(struct st_batch *b, struct st_op **apps, size_t n)
+appends_redis(struct st_batch *b, struct st_op **apps, size_t n)
 {
 	struct store *st = b->st;
 	char key[300];
 
 	for (size_t i = 0; i < n; i++) {
-		const Mhs__Store__V1__AppendRequest *in =
-		    (const void *) apps[i]->in;
 		char scoped[256];
 		const char *argv[] = {"GET", key};
 
-		st_idem_key(in->client_id, in->submit->idempotency_key, scoped,
-		    sizeof(scoped));
+		append_scoped_key(apps[i], scoped, sizeof(scoped));
 		snprintf(
 		    key, sizeof(key), "%s:idem:%s", st->cfg.prefix, scoped);
-		if (redisAppendCommandArgv(st->redis.c, 2, argv, NULL) !=
-		    REDIS_OK)
+		if (st->redis.c == NULL ||
+		    redisAppendCommandArgv(st->redis.c, 2, argv, NULL) !=
+		        REDIS_OK) {
+			st_redis_drop(st, "pipeline append failed");
 			return MHS_EUNAVAIL;
+		}
 	}
 	for (size_t i = 0; i < n; i++) {
 		redisReply *rep = NULL;
@@ -267,6 +290,19 @@ appends_dedup(struct st_batch *b, struct st_op **apps, size_t n)
 			append_match_stored(apps[i], rep->str);
 		freeReplyObject(rep);
 	}
+	return 0;
+}
+
+/*
+ * appends_dedup settles repeats: from Redis when it answers, else from the
+ * in-memory window; then repeats inside this batch; then gives every new
+ * message its id.
+ */
+static void
+appends_dedup(struct st_batch *b, struct st_op **apps, size_t n, bool redis_up)
+{
+	if (!redis_up || appends_redis(b, apps, n) != 0)
+		appends_window(b, apps, n);
 	/* Repeats inside this batch answer with the first one's id. */
 	for (size_t i = 0; i < n; i++) {
 		const Mhs__Store__V1__AppendRequest *a =
@@ -291,7 +327,21 @@ appends_dedup(struct st_batch *b, struct st_op **apps, size_t n)
 			    apps[i], MHS_CODE_INTERNAL, "no randomness");
 		apps[i]->accepted_at_ms = b->now_ms;
 	}
-	return 0;
+}
+
+/* appends_remember puts the batch's new messages in the window. */
+static void
+appends_remember(struct st_batch *b, struct st_op **apps, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char scoped[256];
+
+		if (apps[i]->code != 0 || apps[i]->duplicate)
+			continue;
+		append_scoped_key(apps[i], scoped, sizeof(scoped));
+		st_window_put(&b->st->window, scoped, apps[i]->message_id,
+		    apps[i]->fingerprint, apps[i]->accepted_at_ms);
+	}
 }
 
 static void
@@ -766,42 +816,84 @@ batch_read(
 	}
 }
 
+/* batch_without_redis answers every op that needs Redis while it is down. */
+static void
+batch_without_redis(
+    struct st_batch *b, struct st_op *ops, struct st_op **apps, size_t *napps)
+{
+	struct store *st = b->st;
+	uint64_t backlog =
+	    mhs_journal_last_seq(st->journal) - st->redis.applied_seq;
+
+	for (struct st_op *op = ops; op != NULL; op = op->next) {
+		if (op->kind != ST_APPEND)
+			st_op_fail(
+			    op, MHS_CODE_UNAVAILABLE, "Redis unavailable");
+		else if (backlog >= (uint64_t) st->cfg.max_backlog)
+			st_op_fail(op, MHS_CODE_UNAVAILABLE,
+			    "Redis unavailable and the journal-only backlog "
+			    "is "
+			    "full");
+		else if (append_fingerprint(op) != 0)
+			st_op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+		else
+			apps[(*napps)++] = op;
+	}
+}
+
+static void
+batch_journal_failed(struct st_batch *b, int rv)
+{
+	mhs_error("journal_failed",
+	    "append failed, the store stops accepting until restarted: %s",
+	    mhs_strerror(rv));
+	atomic_store(&b->st->journal_ok, false);
+	for (size_t i = 0; i < b->n; i++)
+		if (b->recs[i].op != NULL)
+			st_op_fail(b->recs[i].op, MHS_CODE_UNAVAILABLE,
+			    "journal write failed");
+}
+
+/*
+ * worker_batch runs one group commit (see store.h). While Redis is down,
+ * Submits are still made durable (journal only, repeats caught by the
+ * window) and everything else answers 14; the journal records reach Redis
+ * by replay when it returns.
+ */
 static void
 worker_batch(struct store *st, struct st_op *ops, size_t nops)
 {
 	struct st_batch b = {st, NULL, 0, 0, mhs_now_ms()};
 	struct st_op **apps = calloc(nops, sizeof(*apps)), *next;
 	size_t napps = 0;
+	bool redis_up;
 	int rv;
 
-	if (apps == NULL || st_redis_ensure(st) != 0 ||
-	    mhs_journal_failed(st->journal) != 0) {
+	if (apps == NULL || mhs_journal_failed(st->journal) != 0) {
 		for (struct st_op *op = ops; op != NULL; op = op->next)
 			st_op_fail(op, MHS_CODE_UNAVAILABLE,
-			    apps == NULL ? "out of memory"
-			        : mhs_journal_failed(st->journal)
-			        ? "journal failed: store not accepting"
-			        : "Redis unavailable");
+			    apps == NULL
+			        ? "out of memory"
+			        : "journal failed: store not accepting");
 		goto answer;
 	}
-	batch_read(&b, ops, apps, &napps);
-	if (napps > 0 && appends_dedup(&b, apps, napps) != 0)
-		for (size_t i = 0; i < napps; i++)
-			st_op_fail(apps[i], MHS_CODE_UNAVAILABLE,
-			    "Redis unavailable");
+	redis_up = st_redis_ensure(st) == 0;
+	if (redis_up)
+		batch_read(&b, ops, apps, &napps);
+	else
+		batch_without_redis(&b, ops, apps, &napps);
+	if (napps > 0)
+		appends_dedup(
+		    &b, apps, napps, redis_up && st->redis.c != NULL);
 	appends_record(&b, apps, napps);
 	if ((rv = batch_journal(&b)) != 0) {
-		mhs_error("journal_failed",
-		    "append failed, store stops "
-		    "accepting: %s",
-		    mhs_strerror(rv));
-		atomic_store(&st->journal_ok, false);
-		for (size_t i = 0; i < b.n; i++)
-			if (b.recs[i].op != NULL)
-				st_op_fail(b.recs[i].op, MHS_CODE_UNAVAILABLE,
-				    "journal write failed");
+		batch_journal_failed(&b, rv);
 	} else {
-		batch_apply(&b);
+		appends_remember(&b, apps, napps);
+		if (st->redis.c != NULL)
+			batch_apply(&b);
+		else
+			atomic_fetch_add(&st->stats.journal_only_appends, b.n);
 	}
 	appends_answer(&b, apps, napps);
 	atomic_fetch_add(&st->stats.batches, 1);
@@ -815,6 +907,18 @@ answer:
 		free(b.recs[i].packed);
 	free(b.recs);
 	free(apps);
+}
+
+/* worker_health refreshes what readiness reads (store.h). */
+static void
+worker_health(struct store *st)
+{
+	uint64_t backlog =
+	    mhs_journal_last_seq(st->journal) - st->redis.applied_seq;
+
+	atomic_store(&st->stats.backlog, backlog);
+	atomic_store(
+	    &st->backlog_ok, backlog < (uint64_t) st->cfg.max_backlog);
 }
 
 /* Moves retries that are due back onto the delivery stream. */
@@ -890,6 +994,7 @@ worker_main(void *arg)
 			if (st_redis_ensure(st) == 0 &&
 			    st_redis_check(st) == 0)
 				worker_promote_retries(st);
+			worker_health(st);
 		}
 		pthread_mutex_lock(&st->lock);
 	}
