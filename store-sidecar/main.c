@@ -60,6 +60,10 @@ static struct mhs_opt st_opts[] = {
         "recent Submits remembered in memory for repeats while Redis is "
         "down",
         &st.cfg.idem_window},
+    {"retention-months", MHS_OPT_INT, "0", 0, 1200,
+        "delete journal months older than this once all their messages "
+        "are final (0: keep forever)",
+        &st.cfg.retention_months},
     {"max-backlog", MHS_OPT_INT, "1000000", 0, 1000000000,
         "journal records not yet in Redis before Submit answers 14",
         &st.cfg.max_backlog},

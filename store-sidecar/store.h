@@ -53,6 +53,7 @@ struct st_config {
 	long long redis_timeout_ms;
 	long long idem_window;
 	long long max_backlog;
+	long long retention_months;
 };
 
 enum st_kind {
@@ -117,6 +118,7 @@ struct store {
 	atomic_bool redis_ok;
 	atomic_bool backlog_ok; /* Redis down, but the backlog is bounded */
 	struct st_window window;
+	int64_t retention_at_ms; /* worker only */
 	struct st_stats stats;
 };
 
@@ -165,5 +167,9 @@ void st_idem_key(
     const char *client, const char *key, char *out, size_t outlen);
 
 void st_metrics_write(void *arg, struct mhs_buf *out);
+
+/* retention.c (worker thread): drops month segments past retention. */
+void st_retention_tick(struct store *st, bool force);
+int st_month_age(int year, int month, int64_t now_ms);
 
 #endif /* MHS_STORE_H */

@@ -995,6 +995,7 @@ worker_main(void *arg)
 			    st_redis_check(st) == 0)
 				worker_promote_retries(st);
 			worker_health(st);
+			st_retention_tick(st, false);
 		}
 		pthread_mutex_lock(&st->lock);
 	}

@@ -1671,3 +1671,61 @@ mhs_journal_check(const char *dir, bool fix, char *report, size_t reportlen)
 		close(c.dirfd);
 	return rv;
 }
+
+/* ---- public: retention ------------------------------------------------ */
+
+int
+mhs_journal_segment(
+    const struct mhs_journal *j, unsigned i, struct mhs_journal_segment *out)
+{
+	const struct jr_seg *s;
+
+	if (i >= j->mf.nsegs)
+		return MHS_ENOTFOUND;
+	s = &j->mf.segs[i];
+	snprintf(out->name, sizeof(out->name), "%s", s->name);
+	out->year = s->month / 12;
+	out->month = s->month % 12 + 1;
+	out->first_seq = s->first;
+	out->last_seq =
+	    i + 1 < j->mf.nsegs ? j->mf.segs[i + 1].first - 1 : j->last_seq;
+	if (out->last_seq < out->first_seq)
+		out->last_seq = 0;
+	return 0;
+}
+
+int
+mhs_journal_drop_oldest(struct mhs_journal *j)
+{
+	struct jr_seg gone;
+	int rv;
+
+	if (j->mf.nsegs < 2)
+		return MHS_ESTATE;
+	jr_hold(j);
+	gone = j->mf.segs[0];
+	memmove(&j->mf.segs[0], &j->mf.segs[1],
+	    (j->mf.nsegs - 1) * sizeof(j->mf.segs[0]));
+	j->mf.nsegs--;
+	if ((rv = mf_write(j->dirfd, &j->mf)) != 0) {
+		memmove(&j->mf.segs[1], &j->mf.segs[0],
+		    j->mf.nsegs * sizeof(j->mf.segs[0]));
+		j->mf.segs[0] = gone;
+		j->mf.nsegs++;
+		pthread_mutex_unlock(&j->mtx);
+		mhs_error("journal_retention_failed", "%s/%s: manifest: %s",
+		    j->dir, gone.name, mhs_strerror(rv));
+		return rv;
+	}
+	pthread_mutex_unlock(&j->mtx);
+	if (unlinkat(j->dirfd, gone.name, 0) != 0 || fsync(j->dirfd) != 0) {
+		rv = jr_errno();
+		mhs_warn("journal_retention_unlink",
+		    "%s/%s: %s (unlisted now)", j->dir, gone.name,
+		    mhs_strerror(rv));
+		return 0; /* unlisted: open warns; nothing is lost */
+	}
+	mhs_info("journal_segment_dropped", "%s/%s: past retention", j->dir,
+	    gone.name);
+	return 0;
+}

@@ -151,4 +151,26 @@ int mhs_journal_scan(const char *dir, uint64_t after_seq,
 int mhs_journal_check(
     const char *dir, bool fix, char *report, size_t reportlen);
 
+/* One segment, as listed in the manifest (oldest first). */
+struct mhs_journal_segment {
+	char name[32];      /* "2026-11.seg" */
+	int year, month;    /* UTC; month 1..12 */
+	uint64_t first_seq; /* first sequence number it may hold */
+	uint64_t last_seq;  /* last one (0 when it is empty) */
+};
+
+/* mhs_journal_segment describes segment i; MHS_ENOTFOUND past the end. */
+int mhs_journal_segment(
+    const struct mhs_journal *j, unsigned i, struct mhs_journal_segment *out);
+
+/*
+ * mhs_journal_drop_oldest removes the oldest segment (retention): the
+ * manifest is rewritten without it first (atomically), then the file is
+ * unlinked and the directory fsync'd, so a crash in between leaves an
+ * unlisted old segment that open only warns about. The segment being
+ * appended to is never dropped (MHS_ESTATE). The caller decides that
+ * nothing in the segment is still needed. Owner thread only.
+ */
+int mhs_journal_drop_oldest(struct mhs_journal *j);
+
 #endif /* MHS_JOURNAL_H */

@@ -929,3 +929,56 @@ Test(journal_policies, bad_options_are_refused)
 	cr_assert_eq(mhs_journal_open(&j, dir, &o, NULL), MHS_EINVAL);
 	cr_assert_null(j);
 }
+
+/* ---- retention ---------------------------------------------------------- */
+
+Test(journal_retention, segments_listed_oldest_first, .init = setup,
+    .fini = teardown)
+{
+	struct mhs_journal *j = jopen(MHS_FSYNC_ALWAYS, NULL, NULL);
+	struct mhs_journal_segment s;
+
+	append_ok(j, 2, t_oct);
+	append_ok(j, 3, t_nov);
+	cr_assert_eq(mhs_journal_segment(j, 0, &s), 0);
+	cr_assert_str_eq(s.name, OCT);
+	cr_assert_eq(s.year, 2026);
+	cr_assert_eq(s.month, 10);
+	cr_assert_eq(s.first_seq, 1);
+	cr_assert_eq(s.last_seq, 2);
+	cr_assert_eq(mhs_journal_segment(j, 1, &s), 0);
+	cr_assert_str_eq(s.name, NOV);
+	cr_assert_eq(s.first_seq, 3);
+	cr_assert_eq(s.last_seq, 5);
+	cr_assert_eq(mhs_journal_segment(j, 2, &s), MHS_ENOTFOUND);
+	mhs_journal_close(j);
+}
+
+Test(journal_retention, drop_oldest_never_the_current_segment, .init = setup,
+    .fini = teardown)
+{
+	struct mhs_journal_recovery rec;
+	struct mhs_journal *j = jopen(MHS_FSYNC_ALWAYS, NULL, NULL);
+
+	append_ok(j, 2, t_oct);
+	append_ok(j, 3, t_nov);
+	cr_assert_eq(mhs_journal_drop_oldest(j), 0);
+	cr_assert(!file_exists(OCT), "the dropped segment must be deleted");
+	cr_assert(file_exists(NOV));
+	cr_assert_eq(mhs_journal_drop_oldest(j), MHS_ESTATE,
+	    "the segment being appended to must never be dropped");
+	append_ok(j, 1, t_nov); /* appends go on: seq 6 */
+	mhs_journal_close(j);
+
+	/* Reopen: the sequence continues from the remaining segment, and
+	 * a scan from the start sees only what is left. */
+	j = jopen(MHS_FSYNC_ALWAYS, NULL, &rec);
+	cr_assert_eq(rec.segments, 1);
+	cr_assert_eq(rec.last_seq, 6);
+	mhs_journal_close(j);
+	scan_range(2, 6);
+	{
+		uint64_t left[] = {3, 4, 5, 6};
+		scan_expect(0, left, 4);
+	}
+}
