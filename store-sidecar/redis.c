@@ -38,61 +38,84 @@
 #include "store.h"
 #include "util.h"
 
+/*
+ * APPLY_LUA applies up to ST_APPLY_MAX journal records in one call.
+ * ARGV[1] is the prefix; then each record takes ST_APPLY_WIDTH arguments:
+ *   seq, kind ("A" or "S"), message id, time ms, then
+ *   A: interaction, rx, ods, recipient, content type, payload, raw idem
+ *      key, scoped idem key, idem value, idem expiry ms, NHS index HMAC, ""
+ *   S: state, attempts, reason, response, retry at ms, final expiry ms,
+ *      "" x 6
+ * Records at or below applied_seq are skipped (replay is idempotent);
+ * without applied_seq it refuses, so an emptied Redis is noticed.
+ */
 static const char APPLY_LUA[] =
-    "local p, seq, kind, id, t = ARGV[1], tonumber(ARGV[2]), ARGV[3], "
-    "ARGV[4], ARGV[5]\n"
-    "local mk = p .. ':m:{' .. id .. '}'\n"
+    "local p = ARGV[1]\n"
     "local sk = p .. ':applied_seq'\n"
     "local applied = redis.call('GET', sk)\n"
     "if not applied then\n"
     "  return redis.error_reply('MHSREPLAY applied_seq is missing')\n"
     "end\n"
-    "if seq <= tonumber(applied) then return 0 end\n"
-    "redis.call('SET', sk, seq)\n"
+    "applied = tonumber(applied)\n"
     "local tm = redis.call('TIME')\n"
     "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)\n"
-    "if kind == 'A' then\n"
-    "  if redis.call('EXISTS', mk) == 1 then return 1 end\n"
-    "  redis.call('HSET', mk, 'state', '1', 'attempts', '0',\n"
-    "    'interaction', ARGV[6], 'rx', ARGV[7], 'ods', ARGV[8],\n"
-    "    'recipient', ARGV[9], 'ctype', ARGV[10], 'payload', ARGV[11],\n"
-    "    'idem', ARGV[12], 'accepted_at', t, 'updated_at', t,\n"
-    "    'clock', t, 'nhs_ix', ARGV[16], 'last_error', '')\n"
-    "  redis.call('XADD', p .. ':deliver', '*', 'id', id)\n"
-    "  if tonumber(ARGV[15]) > now then\n"
-    "    redis.call('SET', p .. ':idem:' .. ARGV[13], ARGV[14], 'PXAT', "
-    "ARGV[15])\n"
+    "local n = 0\n"
+    "for b = 1, #ARGV - 1, 16 do\n"
+    "  local seq = tonumber(ARGV[b + 1])\n"
+    "  if seq > applied then\n"
+    "    applied = seq\n"
+    "    n = n + 1\n"
+    "    local id, t = ARGV[b + 3], ARGV[b + 4]\n"
+    "    local mk = p .. ':m:{' .. id .. '}'\n"
+    "    local exists = redis.call('EXISTS', mk) == 1\n"
+    "    if ARGV[b + 2] == 'A' then\n"
+    "      if not exists then\n"
+    "        redis.call('HSET', mk, 'state', '1', 'attempts', '0',\n"
+    "          'interaction', ARGV[b + 5], 'rx', ARGV[b + 6],\n"
+    "          'ods', ARGV[b + 7], 'recipient', ARGV[b + 8],\n"
+    "          'ctype', ARGV[b + 9], 'payload', ARGV[b + 10],\n"
+    "          'idem', ARGV[b + 11], 'accepted_at', t, 'updated_at', t,\n"
+    "          'clock', t, 'nhs_ix', ARGV[b + 15], 'last_error', '')\n"
+    "        redis.call('XADD', p .. ':deliver', '*', 'id', id)\n"
+    "        if tonumber(ARGV[b + 14]) > now then\n"
+    "          redis.call('SET', p .. ':idem:' .. ARGV[b + 12],\n"
+    "            ARGV[b + 13], 'PXAT', ARGV[b + 14])\n"
+    "        end\n"
+    "        redis.call('ZADD', p .. ':ix:rx:' .. string.upper(ARGV[b + 6]),\n"
+    "          t, id)\n"
+    "        redis.call('ZADD', p .. ':ix:ods:' .. string.upper(ARGV[b + "
+    "7]),\n"
+    "          t, id)\n"
+    "        redis.call('ZADD', p .. ':ix:nhs:' .. ARGV[b + 15], t, id)\n"
+    "      end\n"
+    "    elseif exists then\n"
+    "      local st = tonumber(ARGV[b + 5])\n"
+    "      redis.call('HSET', mk, 'state', ARGV[b + 5],\n"
+    "        'attempts', ARGV[b + 6], 'last_error', ARGV[b + 7],\n"
+    "        'updated_at', t)\n"
+    "      if ARGV[b + 8] ~= '' then\n"
+    "        redis.call('HSET', mk, 'response', ARGV[b + 8])\n"
+    "      end\n"
+    "      if st == 3 then\n"
+    "        redis.call('ZADD', p .. ':retry', ARGV[b + 9], id)\n"
+    "      elseif st == 1 then\n"
+    "        redis.call('HSET', mk, 'clock', t)\n"
+    "        redis.call('PERSIST', mk)\n"
+    "        redis.call('LREM', p .. ':dead', 0, id)\n"
+    "        redis.call('XADD', p .. ':deliver', '*', 'id', id)\n"
+    "      elseif st == 6 or st == 7 then\n"
+    "        redis.call('LREM', p .. ':dead', 0, id)\n"
+    "        redis.call('LPUSH', p .. ':dead', id)\n"
+    "      end\n"
+    "      if st >= 4 then\n"
+    "        if tonumber(ARGV[b + 10]) <= now then redis.call('DEL', mk)\n"
+    "        else redis.call('PEXPIREAT', mk, ARGV[b + 10]) end\n"
+    "      end\n"
+    "    end\n"
     "  end\n"
-    "  for _, ix in ipairs({p .. ':ix:rx:' .. string.upper(ARGV[7]),\n"
-    "      p .. ':ix:ods:' .. string.upper(ARGV[8]),\n"
-    "      p .. ':ix:nhs:' .. ARGV[16]}) do\n"
-    "    redis.call('ZADD', ix, t, id)\n"
-    "    redis.call('ZREMRANGEBYSCORE', ix, '-inf', '(' .. ARGV[17])\n"
-    "    redis.call('PEXPIREAT', ix, ARGV[18])\n"
-    "  end\n"
-    "  return 1\n"
     "end\n"
-    "if redis.call('EXISTS', mk) == 0 then return 1 end\n"
-    "local st = tonumber(ARGV[6])\n"
-    "redis.call('HSET', mk, 'state', ARGV[6], 'attempts', ARGV[7],\n"
-    "  'last_error', ARGV[8], 'updated_at', t)\n"
-    "if ARGV[9] ~= '' then redis.call('HSET', mk, 'response', ARGV[9]) end\n"
-    "if st == 3 then redis.call('ZADD', p .. ':retry', ARGV[10], id) end\n"
-    "if st == 1 then\n"
-    "  redis.call('HSET', mk, 'clock', t)\n"
-    "  redis.call('PERSIST', mk)\n"
-    "  redis.call('LREM', p .. ':dead', 0, id)\n"
-    "  redis.call('XADD', p .. ':deliver', '*', 'id', id)\n"
-    "end\n"
-    "if st == 6 or st == 7 then\n"
-    "  redis.call('LREM', p .. ':dead', 0, id)\n"
-    "  redis.call('LPUSH', p .. ':dead', id)\n"
-    "end\n"
-    "if st >= 4 then\n"
-    "  if tonumber(ARGV[11]) <= now then redis.call('DEL', mk)\n"
-    "  else redis.call('PEXPIREAT', mk, ARGV[11]) end\n"
-    "end\n"
-    "return 1\n";
+    "redis.call('SET', sk, applied)\n"
+    "return n\n";
 
 void
 st_redis_drop(struct store *st, const char *why)
@@ -196,90 +219,135 @@ st_redis_ensure(struct store *st)
 	return 0;
 }
 
-int
-st_redis_append_apply(
-    struct store *st, uint64_t seq, const Mhs__Store__V1__JournalRecord *r)
+/* ap_arg appends one argument's bytes to the pending call. */
+static void
+ap_arg(struct st_apply *a, const void *p, size_t n)
 {
-	char seqs[24], t[24], state[8], att[12], retry[24], exp[24];
-	char idemv[160], idemx[24], nhsix[65], ixmin[24], ixexp[24];
-	char idemk[256];
-	const char *argv[24];
-	size_t lens[24];
-	int n = 0;
-	int64_t final_exp = r->time_ms + st->cfg.final_ttl_s * 1000;
-
-#define ARG(s, l) (argv[n] = (s), lens[n] = (l), n++)
-#define STR(s)    ARG((s), strlen(s))
-	snprintf(seqs, sizeof(seqs), "%llu", (unsigned long long) seq);
-	snprintf(t, sizeof(t), "%lld", (long long) r->time_ms);
-	STR("EVALSHA");
-	STR(st->redis.apply_sha);
-	STR("0");
-	STR(st->cfg.prefix);
-	STR(seqs);
-	STR(r->kind == MHS__STORE__V1__RECORD_KIND__RECORD_KIND_ACCEPTED
-	        ? "A"
-	        : "S");
-	STR(r->message_id);
-	STR(t);
-	if (r->kind == MHS__STORE__V1__RECORD_KIND__RECORD_KIND_ACCEPTED &&
-	    r->submit != NULL) {
-		const Mhs__V1__SubmitRequest *s = r->submit;
-		uint8_t mac[32];
-		char fp[65];
-
-		mhs_hex(r->fingerprint.data, r->fingerprint.len == 32 ? 32 : 0,
-		    fp);
-		snprintf(idemv, sizeof(idemv), "%s %s %lld", r->message_id, fp,
-		    (long long) r->time_ms);
-		snprintf(idemx, sizeof(idemx), "%lld",
-		    (long long) (r->time_ms +
-		        st->cfg.idempotency_ttl_s * 1000));
-		mhs_hmac_sha256(st->cfg.nhs_index_key,
-		    strlen(st->cfg.nhs_index_key), s->nhs_number,
-		    strlen(s->nhs_number), mac);
-		mhs_hex(mac, 32, nhsix);
-		snprintf(ixmin, sizeof(ixmin), "%lld",
-		    (long long) (r->time_ms - st->cfg.final_ttl_s * 1000));
-		snprintf(ixexp, sizeof(ixexp), "%lld", (long long) final_exp);
-		STR(s->interaction_id);
-		STR(s->prescription_id);
-		STR(s->sender_ods);
-		STR(s->recipient_ods);
-		STR(s->content_type[0] ? s->content_type : "text/xml");
-		ARG((const char *) s->payload.data, s->payload.len);
-		st_idem_key(
-		    r->client_id, s->idempotency_key, idemk, sizeof(idemk));
-		STR(s->idempotency_key);
-		STR(idemk);
-		STR(idemv);
-		STR(idemx);
-		STR(nhsix);
-		STR(ixmin);
-		STR(ixexp);
-	} else {
-		snprintf(state, sizeof(state), "%d", (int) r->state);
-		snprintf(att, sizeof(att), "%u", r->attempts);
-		snprintf(
-		    retry, sizeof(retry), "%lld", (long long) r->retry_at_ms);
-		snprintf(exp, sizeof(exp), "%lld", (long long) final_exp);
-		STR(state);
-		STR(att);
-		STR(r->reason);
-		ARG((const char *) r->response_payload.data,
-		    r->response_payload.len);
-		STR(retry);
-		STR(exp);
+	if (a->nargs == ST_APPLY_ARGS) {
+		a->bytes.err = MHS_ETOOBIG;
+		return;
 	}
-#undef STR
-#undef ARG
-	if (st->redis.c == NULL)
-		return MHS_EUNAVAIL;
-	if (redisAppendCommandArgv(st->redis.c, n, argv, lens) != REDIS_OK) {
-		st_redis_drop(st, "pipeline append failed");
-		return MHS_EUNAVAIL;
+	a->off[a->nargs] = a->bytes.len;
+	a->len[a->nargs++] = n;
+	mhs_buf_append(&a->bytes, n ? p : "", n);
+}
+
+static void
+ap_str(struct st_apply *a, const char *s)
+{
+	ap_arg(a, s, strlen(s));
+}
+
+static void
+ap_num(struct st_apply *a, long long v)
+{
+	char num[24];
+
+	ap_str(a, (snprintf(num, sizeof(num), "%lld", v), num));
+}
+
+static void
+ap_accepted(struct store *st, struct st_apply *a,
+    const Mhs__Store__V1__JournalRecord *r)
+{
+	const Mhs__V1__SubmitRequest *s = r->submit;
+	char fp[65], idemv[160], idemk[256], nhsix[65];
+	uint8_t mac[32];
+
+	mhs_hex(r->fingerprint.data, r->fingerprint.len == 32 ? 32 : 0, fp);
+	snprintf(idemv, sizeof(idemv), "%s %s %lld", r->message_id, fp,
+	    (long long) r->time_ms);
+	st_idem_key(r->client_id, s->idempotency_key, idemk, sizeof(idemk));
+	mhs_hmac_sha256(st->cfg.nhs_index_key, strlen(st->cfg.nhs_index_key),
+	    s->nhs_number, strlen(s->nhs_number), mac);
+	mhs_hex(mac, 32, nhsix);
+	ap_str(a, s->interaction_id);
+	ap_str(a, s->prescription_id);
+	ap_str(a, s->sender_ods);
+	ap_str(a, s->recipient_ods);
+	ap_str(a, s->content_type[0] ? s->content_type : "text/xml");
+	ap_arg(a, s->payload.data, s->payload.len);
+	ap_str(a, s->idempotency_key);
+	ap_str(a, idemk);
+	ap_str(a, idemv);
+	ap_num(a, r->time_ms + st->cfg.idempotency_ttl_s * 1000);
+	ap_str(a, nhsix);
+	ap_str(a, "");
+}
+
+static void
+ap_state(struct store *st, struct st_apply *a,
+    const Mhs__Store__V1__JournalRecord *r)
+{
+	ap_num(a, r->state);
+	ap_num(a, r->attempts);
+	ap_str(a, r->reason);
+	ap_arg(a, r->response_payload.data, r->response_payload.len);
+	ap_num(a, r->retry_at_ms);
+	ap_num(a, r->time_ms + st->cfg.final_ttl_s * 1000);
+	for (int i = 0; i < 6; i++)
+		ap_str(a, "");
+}
+
+int
+st_apply_add(struct store *st, struct st_apply *a, uint64_t seq,
+    const Mhs__Store__V1__JournalRecord *r)
+{
+	bool acc =
+	    r->kind == MHS__STORE__V1__RECORD_KIND__RECORD_KIND_ACCEPTED &&
+	    r->submit != NULL;
+	int rv;
+
+	if (a->nargs == 0) {
+		ap_str(a, "EVALSHA");
+		ap_str(a, st->redis.apply_sha);
+		ap_str(a, "0");
+		ap_str(a, st->cfg.prefix);
 	}
+	ap_num(a, (long long) seq);
+	ap_str(a, acc ? "A" : "S");
+	ap_str(a, r->message_id);
+	ap_num(a, r->time_ms);
+	if (acc)
+		ap_accepted(st, a, r);
+	else
+		ap_state(st, a, r);
+	if (a->bytes.err != 0)
+		return a->bytes.err;
+	if (++a->nrecs == ST_APPLY_MAX && (rv = st_apply_flush(st, a)) != 0)
+		return rv;
 	return 0;
+}
+
+int
+st_apply_flush(struct store *st, struct st_apply *a)
+{
+	const char *argv[ST_APPLY_ARGS];
+	int rv = 0;
+
+	if (a->nrecs == 0)
+		return 0;
+	for (size_t i = 0; i < a->nargs; i++)
+		argv[i] = a->bytes.data + a->off[i];
+	if (st->redis.c == NULL)
+		rv = MHS_EUNAVAIL;
+	else if (redisAppendCommandArgv(
+	             st->redis.c, (int) a->nargs, argv, a->len) != REDIS_OK) {
+		st_redis_drop(st, "pipeline append failed");
+		rv = MHS_EUNAVAIL;
+	} else {
+		a->calls++;
+	}
+	mhs_buf_reset(&a->bytes);
+	a->nargs = a->nrecs = 0;
+	return rv;
+}
+
+void
+st_apply_fini(struct st_apply *a)
+{
+	mhs_buf_fini(&a->bytes);
+	memset(a, 0, sizeof(*a));
 }
 
 int
@@ -309,9 +377,8 @@ st_redis_drain(struct store *st, size_t n)
 
 struct replay {
 	struct store *st;
-	size_t pending;
+	struct st_apply ap;
 	uint64_t applied;
-	int err;
 };
 
 static int
@@ -327,15 +394,15 @@ replay_one(void *arg, uint64_t seq, const void *body, size_t len)
 		    (unsigned long long) seq);
 		return MHS_ECORRUPT;
 	}
-	rv = st_redis_append_apply(rp->st, seq, r);
+	rv = st_apply_add(rp->st, &rp->ap, seq, r);
 	mhs__store__v1__journal_record__free_unpacked(r, NULL);
 	if (rv != 0)
 		return rv;
 	rp->applied = seq;
-	if (++rp->pending >= 512) {
-		if ((rv = st_redis_drain(rp->st, rp->pending)) != 0)
+	if (rp->ap.calls >= 16) { /* bound what is in flight */
+		if ((rv = st_redis_drain(rp->st, rp->ap.calls)) != 0)
 			return rv;
-		rp->pending = 0;
+		rp->ap.calls = 0;
 	}
 	return 0;
 }
@@ -345,7 +412,7 @@ st_redis_replay(struct store *st)
 {
 	char key[128], where[300] = "";
 	const char *get[] = {"GET", key};
-	struct replay rp = {st, 0, 0, 0};
+	struct replay rp = {.st = st};
 	redisReply *rep;
 	int rv;
 
@@ -371,8 +438,9 @@ st_redis_replay(struct store *st)
 		    (unsigned long long) mhs_journal_last_seq(st->journal));
 	rv = mhs_journal_scan(st->cfg.journal_dir, rp.applied, replay_one, &rp,
 	    where, sizeof(where));
-	if (rv == 0 && rp.pending > 0)
-		rv = st_redis_drain(st, rp.pending);
+	if (rv == 0 && (rv = st_apply_flush(st, &rp.ap)) == 0)
+		rv = st_redis_drain(st, rp.ap.calls);
+	st_apply_fini(&rp.ap);
 	if (rv != 0) {
 		mhs_error("replay_failed", "%s %s", mhs_strerror(rv), where);
 		st_redis_drop(st, "replay failed");

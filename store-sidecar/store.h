@@ -100,6 +100,15 @@ struct st_stats {
 	atomic_ullong journal_only_appends, backlog;
 };
 
+#define ST_APPLY_MAX   64
+#define ST_APPLY_WIDTH 16
+#define ST_APPLY_ARGS  (4 + ST_APPLY_MAX * ST_APPLY_WIDTH)
+struct st_apply {
+	struct mhs_buf bytes; /* every argument's bytes, back to back */
+	size_t off[ST_APPLY_ARGS], len[ST_APPLY_ARGS];
+	size_t nargs, nrecs, calls;
+};
+
 struct store {
 	struct st_config cfg;
 	struct mhs_journal *journal;
@@ -118,6 +127,7 @@ struct store {
 	atomic_bool redis_ok;
 	atomic_bool backlog_ok; /* Redis down, but the backlog is bounded */
 	struct st_window window;
+	struct st_apply apply;   /* worker only */
 	int64_t retention_at_ms; /* worker only */
 	struct st_stats stats;
 };
@@ -136,9 +146,16 @@ void st_enqueue(struct store *st, struct st_op *op);
 /* redis.c: connection, the apply script, replay. */
 int st_redis_ensure(struct store *st);
 void st_redis_drop(struct store *st, const char *why);
-/* Appends the EVALSHA that applies one journal record to the pipeline. */
-int st_redis_append_apply(
-    struct store *st, uint64_t seq, const Mhs__Store__V1__JournalRecord *r);
+/*
+ * Applying journal records to Redis: st_apply_add queues one record into
+ * an EVALSHA of up to ST_APPLY_MAX records (sent into the pipeline when
+ * full); st_apply_flush sends what is queued. a->calls counts the calls
+ * sent, whose replies st_redis_drain must then read.
+ */
+int st_apply_add(struct store *st, struct st_apply *a, uint64_t seq,
+    const Mhs__Store__V1__JournalRecord *r);
+int st_apply_flush(struct store *st, struct st_apply *a);
+void st_apply_fini(struct st_apply *a);
 /* Reads n pipelined replies; returns 0 or a negative mhs_err. */
 int st_redis_drain(struct store *st, size_t n);
 /* Notices a Redis emptied under the store and replays into it. */

@@ -756,29 +756,50 @@ batch_journal(struct st_batch *b)
 	return rv;
 }
 
+/*
+ * batch_apply sends the batch's records to Redis in EVALSHA calls of up to
+ * ST_APPLY_MAX records, then the XACKs of settled leases, all in one
+ * pipeline and one round trip.
+ */
 static void
 batch_apply(struct st_batch *b)
 {
-	size_t n = 0;
+	struct st_apply *a = &b->st->apply;
+	char stream[128];
+	size_t acks = 0;
+	int rv = 0;
 
-	for (size_t i = 0; i < b->n; i++) {
-		if (st_redis_append_apply(
-		        b->st, b->recs[i].seq, &b->recs[i].r) != 0)
-			break;
-		n++;
-	}
-	if (n > 0 && st_redis_drain(b->st, n) == 0)
-		b->st->redis.applied_seq = b->recs[n - 1].seq;
-	/* Leases settled by a Report leave the routers' pending list. */
-	for (size_t i = 0; i < b->n; i++) {
-		struct st_op *op = b->recs[i].op;
-		if (op != NULL && op->kind == ST_REPORT) {
-			const Mhs__Store__V1__ReportRequest *in =
-			    (const void *) op->in;
-			if (in->lease_id[0] != '\0')
-				lease_ack(b->st, in->lease_id);
+	a->calls = 0;
+	for (size_t i = 0; i < b->n && rv == 0; i++)
+		rv = st_apply_add(b->st, a, b->recs[i].seq, &b->recs[i].r);
+	if (rv == 0)
+		rv = st_apply_flush(b->st, a);
+	snprintf(stream, sizeof(stream), "%s:deliver", b->st->cfg.prefix);
+	for (size_t i = 0; i < b->n && rv == 0; i++) {
+		const struct st_op *op = b->recs[i].op;
+		const Mhs__Store__V1__ReportRequest *in;
+		const char *argv[4] = {"XACK", stream, "routers", NULL};
+
+		if (op == NULL || op->kind != ST_REPORT)
+			continue;
+		in = (const void *) op->in;
+		if (in->lease_id[0] == '\0')
+			continue;
+		argv[3] = in->lease_id;
+		if (redisAppendCommandArgv(b->st->redis.c, 4, argv, NULL) !=
+		    REDIS_OK) {
+			st_redis_drop(b->st, "pipeline append failed");
+			rv = MHS_EUNAVAIL;
 		}
+		acks++;
 	}
+	if (rv != 0) {
+		mhs_buf_reset(&a->bytes);
+		a->nargs = a->nrecs = 0;
+		return; /* the records are durable: replay applies them */
+	}
+	if (st_redis_drain(b->st, a->calls + acks) == 0 && b->n > 0)
+		b->st->redis.applied_seq = b->recs[b->n - 1].seq;
 }
 
 static void
