@@ -23,6 +23,7 @@
 #include "error.h"
 #include "log.h"
 #include "mhs/store/v1/store.pb-c.h"
+#include "breaker.h"
 #include "router.h"
 #include "util.h"
 
@@ -36,6 +37,8 @@ struct rt_xfer {
 	struct mhs_buf reply; /* response, bounded */
 	const struct mhs_route *route;
 	Mhs__Store__V1__Delivery *d;
+	struct rt_breaker *breaker;
+	char url[512];
 	bool too_big;
 };
 
@@ -84,7 +87,7 @@ rt_xfer_free(struct rt_xfer *x)
 
 static void
 rt_report(struct router *r, const Mhs__Store__V1__Delivery *d, int outcome,
-    const char *reason, int64_t retry_at_ms)
+    const char *reason, int64_t retry_at_ms, bool spine_fault)
 {
 	Mhs__Store__V1__ReportRequest rq =
 	    MHS__STORE__V1__REPORT_REQUEST__INIT;
@@ -96,6 +99,7 @@ rt_report(struct router *r, const Mhs__Store__V1__Delivery *d, int outcome,
 	rq.retry_at_ms = retry_at_ms;
 	rq.consumer = r->cfg.consumer;
 	rq.lease_id = d->lease_id;
+	rq.spine_fault = spine_fault;
 	code = mhs_client_call(r->store, "/mhs.store.v1.Store/Report",
 	    &rq.base, NULL, NULL, NULL, 0, 5000, NULL);
 	if (code != 0) {
@@ -108,26 +112,33 @@ rt_report(struct router *r, const Mhs__Store__V1__Delivery *d, int outcome,
 	}
 }
 
-/* rt_settle turns a finished attempt into one outcome report. */
+/*
+ * rt_settle turns a finished (or refused) attempt into one outcome report.
+ * The route's retries count only Spine's retriable faults; anything that
+ * did not reach Spine is retried until the persist duration runs out.
+ * not_before delays the retry (an open circuit).
+ */
 static void
-rt_settle(struct router *r, struct rt_xfer *x, int verdict, const char *reason)
+rt_settle(struct router *r, struct rt_xfer *x, int verdict, const char *reason,
+    int64_t not_before)
 {
 	const Mhs__Store__V1__Delivery *d = x->d;
-	unsigned attempt = d->attempts + 1;
 	int64_t now = mhs_now_ms();
-	int64_t at = now + rt_backoff_ms(x->route, attempt, (unsigned) rand());
-	bool expired = now - d->accepted_at_ms > x->route->persist_duration_ms;
+	int64_t at =
+	    now + rt_backoff_ms(x->route, d->attempts + 1, (unsigned) rand());
+	bool fault = verdict == MHS_EBXML_RETRY;
 	char why[300];
 
+	if (at < not_before)
+		at = not_before + rand() % 1000;
 	if (verdict == MHS_EBXML_DELIVERED) {
 		atomic_fetch_add(&r->stats.delivered, 1);
-		rt_report(
-		    r, d, MHS__STORE__V1__OUTCOME__OUTCOME_DELIVERED, "", 0);
+		rt_report(r, d, MHS__STORE__V1__OUTCOME__OUTCOME_DELIVERED, "",
+		    0, false);
 		return;
 	}
-	if (verdict == MHS_EBXML_RETRY &&
-	    attempt > (unsigned) x->route->retries) {
-		snprintf(why, sizeof(why), "retries exhausted (%u): %.200s",
+	if (fault && d->spine_faults + 1 > (unsigned) x->route->retries) {
+		snprintf(why, sizeof(why), "retries exhausted (%d): %.200s",
 		    x->route->retries, reason);
 		verdict = MHS_EBXML_FAILED;
 		reason = why;
@@ -136,21 +147,21 @@ rt_settle(struct router *r, struct rt_xfer *x, int verdict, const char *reason)
 		atomic_fetch_add(&r->stats.failed, 1);
 		mhs_warn("delivery_failed", "message %s: %s", d->message_id,
 		    reason);
-		rt_report(
-		    r, d, MHS__STORE__V1__OUTCOME__OUTCOME_FAILED, reason, 0);
+		rt_report(r, d, MHS__STORE__V1__OUTCOME__OUTCOME_FAILED,
+		    reason, 0, false);
 		return;
 	}
-	if (expired ||
-	    at - d->accepted_at_ms > x->route->persist_duration_ms) {
+	if (at - d->accepted_at_ms > x->route->persist_duration_ms) {
 		snprintf(why, sizeof(why), "persist duration exceeded: %.200s",
 		    reason);
 		atomic_fetch_add(&r->stats.expired, 1);
-		rt_report(
-		    r, d, MHS__STORE__V1__OUTCOME__OUTCOME_EXPIRED, why, 0);
+		rt_report(r, d, MHS__STORE__V1__OUTCOME__OUTCOME_EXPIRED, why,
+		    0, false);
 		return;
 	}
 	atomic_fetch_add(&r->stats.retried, 1);
-	rt_report(r, d, MHS__STORE__V1__OUTCOME__OUTCOME_RETRY, reason, at);
+	rt_report(
+	    r, d, MHS__STORE__V1__OUTCOME__OUTCOME_RETRY, reason, at, fault);
 }
 
 static void
@@ -165,7 +176,9 @@ rt_finished(struct router *r, struct rt_xfer *x, CURLcode res)
 		atomic_fetch_add(&r->stats.transport_errors, 1);
 		snprintf(reason, sizeof(reason), "transport: %s",
 		    x->too_big ? "reply too large" : curl_easy_strerror(res));
-		rt_settle(r, x, MHS_EBXML_UNEXPECTED, reason);
+		rt_breaker_result(
+		    &r->breakers, x->breaker, false, mhs_now_ms());
+		rt_settle(r, x, MHS_EBXML_UNEXPECTED, reason, 0);
 		return;
 	}
 	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -175,7 +188,11 @@ rt_finished(struct router *r, struct rt_xfer *x, CURLcode res)
 	    sizeof(reason));
 	mhs_debug("delivery_attempt", "message %s: HTTP %ld, %s",
 	    x->d->message_id, status, mhs_ebxml_verdict_name(verdict));
-	rt_settle(r, x, verdict, reason);
+	/* A reply that is not ebXML (a proxy's 502, an HTML page) did not
+	 * reach Spine's MHS either. */
+	rt_breaker_result(&r->breakers, x->breaker,
+	    verdict != MHS_EBXML_UNEXPECTED || status == 202, mhs_now_ms());
+	rt_settle(r, x, verdict, reason, 0);
 }
 
 static int
@@ -212,10 +229,8 @@ rt_xfer_setup(struct router *r, struct rt_xfer *x)
 	if ((rv = rt_xfer_body(
 	         r, x, ctype, sizeof(ctype), action, sizeof(action))) != 0)
 		return rv;
-	if (strncmp(ep, "https://", 8) == 0 || strncmp(ep, "http://", 7) == 0)
-		snprintf(url, sizeof(url), "%s", ep);
-	else
-		snprintf(url, sizeof(url), "%s%s", r->cfg.spine_url, ep);
+	(void) ep;
+	snprintf(url, sizeof(url), "%s", x->url);
 	snprintf(h1, sizeof(h1), "Content-Type: %s", ctype);
 	snprintf(h2, sizeof(h2), "SOAPAction: %s", action);
 	if ((x->easy = curl_easy_init()) == NULL)
@@ -249,10 +264,26 @@ rt_xfer_setup(struct router *r, struct rt_xfer *x)
 
 /* rt_start begins one delivery; the transfer belongs to the multi handle
  * on success, and d to the transfer either way. */
+/* rt_endpoint works out the URL of x's route and its breaker. */
+static bool
+rt_endpoint(struct router *r, struct rt_xfer *x)
+{
+	const char *ep = x->route->endpoint;
+
+	if (strncmp(ep, "https://", 8) == 0 || strncmp(ep, "http://", 7) == 0)
+		snprintf(x->url, sizeof(x->url), "%s", ep);
+	else
+		snprintf(x->url, sizeof(x->url), "%s%s", r->cfg.spine_url, ep);
+	return (x->breaker = rt_breaker_get(&r->breakers, x->url)) != NULL;
+}
+
+/* rt_start begins one delivery; the transfer belongs to the multi handle
+ * on success, and d to the transfer either way. */
 static void
 rt_start(struct router *r, CURLM *multi, Mhs__Store__V1__Delivery *d)
 {
 	struct rt_xfer *x = calloc(1, sizeof(*x));
+	int64_t now = mhs_now_ms();
 
 	if (x == NULL) {
 		mhs__store__v1__delivery__free_unpacked(d, NULL);
@@ -260,21 +291,30 @@ rt_start(struct router *r, CURLM *multi, Mhs__Store__V1__Delivery *d)
 	}
 	x->r = r;
 	x->d = d;
-	x->route = mhs_route_find(&r->routes, d->interaction_id);
-	if (x->route == NULL) {
-		static const struct mhs_route none = {.retries = 0};
-		x->route = &none;
+	if ((x->route = mhs_route_find(&r->routes, d->interaction_id)) ==
+	    NULL) {
 		rt_report(r, d, MHS__STORE__V1__OUTCOME__OUTCOME_FAILED,
-		    "interaction not in this router's route table", 0);
+		    "interaction not in this router's route table", 0, false);
+		rt_xfer_free(x);
+		return;
+	}
+	if (!rt_endpoint(r, x)) {
+		rt_xfer_free(x); /* out of memory: the lease expires */
+		return;
+	}
+	if (!rt_breaker_allow(x->breaker, now)) {
+		atomic_fetch_add(&r->stats.circuit_refused, 1);
+		rt_settle(r, x, MHS_EBXML_UNEXPECTED,
+		    "circuit open: Spine endpoint unreachable",
+		    x->breaker->open_until);
 		rt_xfer_free(x);
 		return;
 	}
 	if (rt_xfer_setup(r, x) != 0 ||
-	    curl_multi_add_handle(multi, x->easy)) {
+	    curl_multi_add_handle(multi, x->easy) != CURLM_OK) {
 		mhs_error("delivery_setup",
-		    "message %s: cannot start a "
-		    "transfer",
-		    d->message_id);
+		    "message %s: cannot start a transfer", d->message_id);
+		rt_breaker_result(&r->breakers, x->breaker, true, now);
 		rt_xfer_free(x);
 		return;
 	}
@@ -291,8 +331,8 @@ rt_lease(struct router *r, CURLM *multi)
 	    (unsigned) r->cfg.max_in_flight - atomic_load(&r->stats.in_flight);
 	int code;
 
-	if (room == 0)
-		return;
+	if (room == 0 || rt_breakers_blocked(&r->breakers, mhs_now_ms()))
+		return; /* nothing could be sent now: leave the work queued */
 	rq.consumer = r->cfg.consumer;
 	rq.max_messages = room;
 	rq.lease_ms = (uint32_t) r->cfg.lease_ms;
@@ -352,5 +392,6 @@ rt_engine_run(struct router *r)
 	/* In-flight transfers are abandoned: their leases expire and the
 	 * messages are delivered again, with the same MessageId. */
 	curl_multi_cleanup(multi);
+	rt_breakers_fini(&r->breakers);
 	return 0;
 }

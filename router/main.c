@@ -51,6 +51,14 @@ static struct mhs_opt rt_opts[] = {
     {"request-timeout-ms", MHS_OPT_INT, "30000", 100, 600000,
         "longest wait for Spine's answer to one POST",
         &rt.cfg.request_timeout_ms},
+    {"breaker-failures", MHS_OPT_INT, "5", 1, 1000,
+        "attempts that fail to reach Spine before its circuit opens",
+        &rt.cfg.breaker_failures},
+    {"breaker-open-ms", MHS_OPT_INT, "1000", 10, 600000,
+        "first cool-down of an open circuit (doubles per failed probe)",
+        &rt.cfg.breaker_open_ms},
+    {"breaker-max-open-ms", MHS_OPT_INT, "30000", 10, 3600000,
+        "longest cool-down of an open circuit", &rt.cfg.breaker_max_open_ms},
     {"poll-ms", MHS_OPT_INT, "50", 1, 10000,
         "how often an idle router asks for work", &rt.cfg.poll_ms},
     {"log-level", MHS_OPT_STR, "info", 0, 0, "debug, info, warn or error",
@@ -95,11 +103,14 @@ rt_metrics_write(void *arg, struct mhs_buf *out)
 	    "mhs_router_transport_errors_total %llu\n"
 	    "# TYPE mhs_router_report_errors_total counter\n"
 	    "mhs_router_report_errors_total %llu\n"
+	    "# TYPE mhs_router_circuit_refused_total counter\n"
+	    "mhs_router_circuit_refused_total %llu\n"
 	    "# TYPE mhs_router_in_flight gauge\nmhs_router_in_flight %u\n",
 	    atomic_load(&s->attempts), atomic_load(&s->delivered),
 	    atomic_load(&s->retried), atomic_load(&s->failed),
 	    atomic_load(&s->expired), atomic_load(&s->transport_errors),
-	    atomic_load(&s->report_errors), atomic_load(&s->in_flight));
+	    atomic_load(&s->report_errors), atomic_load(&s->circuit_refused),
+	    atomic_load(&s->in_flight));
 }
 
 static void *
@@ -134,6 +145,9 @@ main(int argc, char **argv)
 	}
 	if (mhs_routes_load(&rt.routes, rt.cfg.routes_file) != 0)
 		return 2;
+	rt.breakers.threshold = (int) rt.cfg.breaker_failures;
+	rt.breakers.min_ms = rt.cfg.breaker_open_ms;
+	rt.breakers.max_ms = rt.cfg.breaker_max_open_ms;
 	srand((unsigned) time(NULL) ^ (unsigned) getpid());
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);

@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "breaker.h"
 #include "routes.h"
 #include "rpc.h"
 
@@ -33,11 +34,14 @@ struct rt_config {
 	long long lease_ms;
 	long long request_timeout_ms;
 	long long poll_ms;
+	long long breaker_failures;
+	long long breaker_open_ms;
+	long long breaker_max_open_ms;
 };
 
 struct rt_stats {
 	atomic_ullong attempts, delivered, retried, failed, expired;
-	atomic_ullong transport_errors, report_errors;
+	atomic_ullong transport_errors, report_errors, circuit_refused;
 	atomic_uint in_flight;
 };
 
@@ -48,6 +52,7 @@ struct router {
 	atomic_bool store_ok;
 	atomic_bool stopping;
 	struct rt_stats stats;
+	struct rt_breakers breakers; /* engine thread only */
 };
 
 /* Runs the delivery engine until r->stopping; returns 0 or an mhs_err. */

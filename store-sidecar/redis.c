@@ -45,7 +45,8 @@
  *   A: interaction, rx, ods, recipient, content type, payload, raw idem
  *      key, scoped idem key, idem value, idem expiry ms, NHS index HMAC, ""
  *   S: state, attempts, reason, response, retry at ms, final expiry ms,
- *      "" x 6
+ *      spine fault ("1": a retriable Spine fault, counted in 'faults'),
+ *      "" x 5
  * Records at or below applied_seq are skipped (replay is idempotent);
  * without applied_seq it refuses, so an emptied Redis is noticed.
  */
@@ -98,8 +99,11 @@ static const char APPLY_LUA[] =
     "      end\n"
     "      if st == 3 then\n"
     "        redis.call('ZADD', p .. ':retry', ARGV[b + 9], id)\n"
+    "        if ARGV[b + 11] == '1' then\n"
+    "          redis.call('HINCRBY', mk, 'faults', 1)\n"
+    "        end\n"
     "      elseif st == 1 then\n"
-    "        redis.call('HSET', mk, 'clock', t)\n"
+    "        redis.call('HSET', mk, 'clock', t, 'faults', '0')\n"
     "        redis.call('PERSIST', mk)\n"
     "        redis.call('LREM', p .. ':dead', 0, id)\n"
     "        redis.call('XADD', p .. ':deliver', '*', 'id', id)\n"
@@ -285,7 +289,8 @@ ap_state(struct store *st, struct st_apply *a,
 	ap_arg(a, r->response_payload.data, r->response_payload.len);
 	ap_num(a, r->retry_at_ms);
 	ap_num(a, r->time_ms + st->cfg.final_ttl_s * 1000);
-	for (int i = 0; i < 6; i++)
+	ap_str(a, r->spine_fault ? "1" : "0");
+	for (int i = 0; i < 5; i++)
 		ap_str(a, "");
 }
 

@@ -495,6 +495,7 @@ lease_take(struct st_batch *b, struct st_op *op,
 		d->recipient_ods = hash_str(h, "recipient");
 		d->content_type = hash_str(h, "ctype");
 		d->attempts = (uint32_t) st_hash_ll(h, "attempts");
+		d->spine_faults = (uint32_t) st_hash_ll(h, "faults");
 		/* The persist duration runs from acceptance or redelivery. */
 		d->accepted_at_ms = st_hash_ll(h, "clock");
 		if (d->accepted_at_ms == 0)
@@ -611,6 +612,7 @@ do_report(struct st_batch *b, struct st_op *op)
 			r->r.reason = in->reason;
 			r->r.retry_at_ms = in->retry_at_ms;
 			r->r.response_payload = in->response_payload;
+			r->r.spine_fault = in->spine_fault;
 		}
 		freeReplyObject(h);
 		if (r == NULL) {
