@@ -60,6 +60,10 @@ static struct mhs_opt st_opts[] = {
         "recent Submits remembered in memory for repeats while Redis is "
         "down",
         &st.cfg.idem_window},
+    {"inbound-dedup-s", MHS_OPT_INT, "604800", 60, 315360000,
+        "how long an inbound Spine MessageId is remembered (duplicate "
+        "elimination)",
+        &st.cfg.inbound_dedup_s},
     {"retention-months", MHS_OPT_INT, "0", 0, 1200,
         "delete journal months older than this once all their messages "
         "are final (0: keep forever)",

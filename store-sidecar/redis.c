@@ -46,7 +46,10 @@
  *      key, scoped idem key, idem value, idem expiry ms, NHS index HMAC, ""
  *   S: state, attempts, reason, response, retry at ms, final expiry ms,
  *      spine fault ("1": a retriable Spine fault, counted in 'faults'),
- *      "" x 5
+ *      inbound MessageId (RESPONDED; "" otherwise), its dedup expiry ms,
+ *      "" x 3
+ *   U: action, from party, reason, payload, RefToMessageId, final expiry
+ *      ms, inbound dedup expiry ms, "" x 5 (id is the inbound MessageId)
  * Records at or below applied_seq are skipped (replay is idempotent);
  * without applied_seq it refuses, so an emptied Redis is noticed.
  */
@@ -89,6 +92,19 @@ static const char APPLY_LUA[] =
     "          t, id)\n"
     "        redis.call('ZADD', p .. ':ix:nhs:' .. ARGV[b + 15], t, id)\n"
     "      end\n"
+    "    elseif ARGV[b + 2] == 'U' then\n"
+    "      if not exists then\n"
+    "        redis.call('HSET', mk, 'state', '6', 'attempts', '0',\n"
+    "          'interaction', ARGV[b + 5], 'rx', '', 'ods', ARGV[b + 6],\n"
+    "          'recipient', '', 'ctype', 'text/xml', 'payload', '',\n"
+    "          'idem', '', 'accepted_at', t, 'updated_at', t, 'clock', t,\n"
+    "          'last_error', ARGV[b + 7], 'response', ARGV[b + 8],\n"
+    "          'ref_to', ARGV[b + 9])\n"
+    "        redis.call('LPUSH', p .. ':dead', id)\n"
+    "        redis.call('PEXPIREAT', mk, ARGV[b + 10])\n"
+    "      end\n"
+    "      redis.call('SET', p .. ':inbound:' .. id, id, 'PXAT',\n"
+    "        ARGV[b + 11])\n"
     "    elseif exists then\n"
     "      local st = tonumber(ARGV[b + 5])\n"
     "      redis.call('HSET', mk, 'state', ARGV[b + 5],\n"
@@ -96,6 +112,10 @@ static const char APPLY_LUA[] =
     "        'updated_at', t)\n"
     "      if ARGV[b + 8] ~= '' then\n"
     "        redis.call('HSET', mk, 'response', ARGV[b + 8])\n"
+    "      end\n"
+    "      if ARGV[b + 12] ~= '' then\n"
+    "        redis.call('SET', p .. ':inbound:' .. ARGV[b + 12], id, 'PXAT',\n"
+    "          ARGV[b + 13])\n"
     "      end\n"
     "      if st == 3 then\n"
     "        redis.call('ZADD', p .. ':retry', ARGV[b + 9], id)\n"
@@ -290,6 +310,23 @@ ap_state(struct store *st, struct st_apply *a,
 	ap_num(a, r->retry_at_ms);
 	ap_num(a, r->time_ms + st->cfg.final_ttl_s * 1000);
 	ap_str(a, r->spine_fault ? "1" : "0");
+	ap_str(a, r->inbound_message_id);
+	ap_num(a, r->time_ms + st->cfg.inbound_dedup_s * 1000);
+	for (int i = 0; i < 3; i++)
+		ap_str(a, "");
+}
+
+static void
+ap_unsolicited(struct store *st, struct st_apply *a,
+    const Mhs__Store__V1__JournalRecord *r)
+{
+	ap_str(a, r->action);
+	ap_str(a, r->from_party);
+	ap_str(a, r->reason);
+	ap_arg(a, r->response_payload.data, r->response_payload.len);
+	ap_str(a, r->ref_to_message_id);
+	ap_num(a, r->time_ms + st->cfg.final_ttl_s * 1000);
+	ap_num(a, r->time_ms + st->cfg.inbound_dedup_s * 1000);
 	for (int i = 0; i < 5; i++)
 		ap_str(a, "");
 }
@@ -301,6 +338,8 @@ st_apply_add(struct store *st, struct st_apply *a, uint64_t seq,
 	bool acc =
 	    r->kind == MHS__STORE__V1__RECORD_KIND__RECORD_KIND_ACCEPTED &&
 	    r->submit != NULL;
+	bool uns =
+	    r->kind == MHS__STORE__V1__RECORD_KIND__RECORD_KIND_UNSOLICITED;
 	int rv;
 
 	if (a->nargs == 0) {
@@ -310,11 +349,13 @@ st_apply_add(struct store *st, struct st_apply *a, uint64_t seq,
 		ap_str(a, st->cfg.prefix);
 	}
 	ap_num(a, (long long) seq);
-	ap_str(a, acc ? "A" : "S");
+	ap_str(a, acc ? "A" : uns ? "U" : "S");
 	ap_str(a, r->message_id);
 	ap_num(a, r->time_ms);
 	if (acc)
 		ap_accepted(st, a, r);
+	else if (uns)
+		ap_unsolicited(st, a, r);
 	else
 		ap_state(st, a, r);
 	if (a->bytes.err != 0)

@@ -42,6 +42,7 @@ static const struct st_binding bind_lease = {ST_LEASE, false};
 static const struct st_binding bind_report = {ST_REPORT, false};
 static const struct st_binding bind_dead = {ST_DEAD_LETTERS, false};
 static const struct st_binding bind_redeliver = {ST_REDELIVER, false};
+static const struct st_binding bind_unsolicited = {ST_UNSOLICITED, false};
 static const struct st_binding bind_ready = {0, true};
 
 static void
@@ -177,6 +178,7 @@ st_table_build(struct store *st)
 	    {"Report", &bind_report},
 	    {"ListDeadLetters", &bind_dead},
 	    {"Redeliver", &bind_redeliver},
+	    {"Unsolicited", &bind_unsolicited},
 	    {"Ready", &bind_ready},
 	};
 	int rv;

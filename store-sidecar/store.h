@@ -54,6 +54,7 @@ struct st_config {
 	long long idem_window;
 	long long max_backlog;
 	long long retention_months;
+	long long inbound_dedup_s;
 };
 
 enum st_kind {
@@ -64,6 +65,7 @@ enum st_kind {
 	ST_REPORT,
 	ST_DEAD_LETTERS,
 	ST_REDELIVER,
+	ST_UNSOLICITED,
 };
 
 /* One request waiting for the worker. */

@@ -581,15 +581,58 @@ report_free(ProtobufCMessage *m)
 	free(m);
 }
 
+/* inbound_seen: is this inbound Spine MessageId already stored? */
+static bool
+inbound_seen(struct store *st, const char *inbound_id)
+{
+	char key[200];
+	const char *argv[] = {"EXISTS", key};
+	redisReply *rep;
+	bool seen;
+
+	snprintf(
+	    key, sizeof(key), "%s:inbound:%s", st->cfg.prefix, inbound_id);
+	if ((rep = st_redis_cmd(st, 2, argv, NULL)) == NULL)
+		return false;
+	seen = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+	freeReplyObject(rep);
+	return seen;
+}
+
+static Mhs__Store__V1__ReportResponse *
+report_answer(struct st_op *op, int state, bool duplicate)
+{
+	Mhs__Store__V1__ReportResponse *resp = malloc(sizeof(*resp));
+
+	if (resp == NULL) {
+		st_op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+		return NULL;
+	}
+	mhs__store__v1__report_response__init(resp);
+	resp->state = state;
+	resp->duplicate = duplicate;
+	op->out = &resp->base;
+	op->out_free = report_free;
+	return resp;
+}
+
+/*
+ * do_report records a delivery outcome. The first final outcome stands;
+ * a response (RESPONDED) may follow DELIVERED, and one whose inbound
+ * MessageId was stored before is acknowledged as a duplicate, not stored.
+ */
 static void
 do_report(struct st_batch *b, struct st_op *op)
 {
 	const Mhs__Store__V1__ReportRequest *in = (const void *) op->in;
-	Mhs__Store__V1__ReportResponse *resp;
+	bool responded =
+	    in->outcome == MHS__STORE__V1__OUTCOME__OUTCOME_RESPONDED;
+	long long state;
 	redisReply *h;
 	struct st_rec *r;
 
-	if (in->outcome < 1 || in->outcome > 5) {
+	if (in->outcome < 1 || in->outcome > 5 ||
+	    strlen(in->inbound_message_id) > 64) {
 		st_op_fail(op, MHS_CODE_INVALID_ARGUMENT, "outcome: unknown");
 		return;
 	}
@@ -599,36 +642,79 @@ do_report(struct st_batch *b, struct st_op *op)
 		    "no such message");
 		return;
 	}
-	if (state_final(st_hash_ll(h, "state")) &&
-	    in->outcome != MHS__STORE__V1__OUTCOME__OUTCOME_RESPONDED) {
-		freeReplyObject(
-		    h); /* already settled: keep the first outcome */
-	} else {
+	state = st_hash_ll(h, "state");
+	r = NULL;
+	if (responded && in->inbound_message_id[0] != '\0' &&
+	    inbound_seen(b->st, in->inbound_message_id)) {
+		freeReplyObject(h);
+		report_answer(op, (int) state, true);
+		return;
+	}
+	if (!state_final(state) || responded) {
 		r = batch_rec(b, op, in->message_id,
 		    MHS__STORE__V1__RECORD_KIND__RECORD_KIND_STATE);
-		if (r != NULL) {
-			r->r.state = outcome_state[in->outcome];
-			r->r.attempts = (uint32_t) st_hash_ll(h, "attempts");
-			r->r.reason = in->reason;
-			r->r.retry_at_ms = in->retry_at_ms;
-			r->r.response_payload = in->response_payload;
-			r->r.spine_fault = in->spine_fault;
-		}
-		freeReplyObject(h);
 		if (r == NULL) {
+			freeReplyObject(h);
 			st_op_fail(op, MHS_CODE_INTERNAL, "out of memory");
 			return;
 		}
+		r->r.state = outcome_state[in->outcome];
+		r->r.attempts = (uint32_t) st_hash_ll(h, "attempts");
+		r->r.reason = in->reason;
+		r->r.retry_at_ms = in->retry_at_ms;
+		r->r.response_payload = in->response_payload;
+		r->r.spine_fault = in->spine_fault;
+		r->r.inbound_message_id = in->inbound_message_id;
+		state = outcome_state[in->outcome];
+	}
+	freeReplyObject(h);
+	report_answer(op, (int) state, false);
+	atomic_fetch_add(&b->st->stats.reports, 1);
+}
+
+static void
+unsolicited_free(ProtobufCMessage *m)
+{
+	free(m);
+}
+
+/* do_unsolicited journals and dead-letters an unmatched inbound message. */
+static void
+do_unsolicited(struct st_batch *b, struct st_op *op)
+{
+	const Mhs__Store__V1__UnsolicitedRequest *in = (const void *) op->in;
+	Mhs__Store__V1__UnsolicitedResponse *resp;
+	struct st_rec *r;
+
+	if (in->inbound_message_id[0] == '\0' ||
+	    strlen(in->inbound_message_id) > 64) {
+		st_op_fail(op, MHS_CODE_INVALID_ARGUMENT,
+		    "inbound_message_id: required, at most 64 characters");
+		return;
 	}
 	if ((resp = malloc(sizeof(*resp))) == NULL) {
 		st_op_fail(op, MHS_CODE_INTERNAL, "out of memory");
 		return;
 	}
-	mhs__store__v1__report_response__init(resp);
-	resp->state = outcome_state[in->outcome];
+	mhs__store__v1__unsolicited_response__init(resp);
 	op->out = &resp->base;
-	op->out_free = report_free;
-	atomic_fetch_add(&b->st->stats.reports, 1);
+	op->out_free = unsolicited_free;
+	if ((resp->duplicate = inbound_seen(b->st, in->inbound_message_id)))
+		return;
+	r = batch_rec(b, op, in->inbound_message_id,
+	    MHS__STORE__V1__RECORD_KIND__RECORD_KIND_UNSOLICITED);
+	if (r == NULL) {
+		st_op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+		return;
+	}
+	r->r.reason = in->reason;
+	r->r.response_payload = in->payload;
+	r->r.inbound_message_id = in->inbound_message_id;
+	r->r.ref_to_message_id = in->ref_to_message_id;
+	r->r.action = in->action;
+	r->r.from_party = in->from_party;
+	mhs_warn("inbound_unsolicited", "inbound %s dead-lettered: %s",
+	    in->inbound_message_id, in->reason);
 }
 
 /* ---- Redeliver ---- */
@@ -834,6 +920,9 @@ batch_read(
 			break;
 		case ST_REDELIVER:
 			do_redeliver(b, op);
+			break;
+		case ST_UNSOLICITED:
+			do_unsolicited(b, op);
 			break;
 		}
 	}
