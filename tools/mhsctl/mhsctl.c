@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "mhsctl.h"
 #include "error.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "mhs/v1/admin.pb-c.h"
@@ -24,6 +25,8 @@ static const char *const state_names[] = {"UNSPECIFIED", "ACCEPTED", "SENDING",
 static struct {
 	char *url, *token, *interaction, *rx, *nhs, *sender, *recipient;
 	char *ctype, *payload_file, *key, *state, *page_token;
+	char *journal_dir, *month, *output;
+	bool fix;
 	long long timeout_ms, since_ms, until_ms, page_size;
 	bool json;
 } o;
@@ -75,6 +78,22 @@ static struct mhs_opt search_opts[] = {
         "page to show (from a previous "
         "page)",
         &o.page_token},
+    {NULL, 0, NULL, 0, 0, NULL, NULL},
+};
+
+static struct mhs_opt journal_opts[] = {
+    {"journal-dir", MHS_OPT_STR, "", 0, 0,
+        "journal directory (default: $MHS_JOURNAL_DIR)", &o.journal_dir},
+    {"fix", MHS_OPT_BOOL, "false", 0, 0,
+        "check: cut a corrupt record and what follows (store stopped)",
+        &o.fix},
+    {"month", MHS_OPT_STR, "", 0, 0, "export: only this month (YYYY-MM)",
+        &o.month},
+    {"interaction", MHS_OPT_STR, "", 0, 0, "export: only this interaction id",
+        &o.interaction},
+    {"output", MHS_OPT_STR, "", 0, 0, "export: write here (default stdout)",
+        &o.output},
+    {"json", MHS_OPT_BOOL, "false", 0, 0, "stats: print JSON lines", &o.json},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -390,6 +409,53 @@ cmd_health(struct mhs_client *cl)
 	return code == 0 && !serving ? 1 : code;
 }
 
+/* offline_main runs the commands that read a journal directory. */
+static int
+offline_main(int argc, char **argv)
+{
+	struct mhs_program prog = {"mhsctl stats", "mhsctl",
+	    "Counts by month, interaction and state, from the journal.",
+	    journal_opts};
+	const char *sub = "stats";
+	int rv, skip = 1;
+
+	if (strcmp(argv[1], "journal") == 0) {
+		sub = argc > 2 ? argv[2] : "";
+		skip = 2;
+		if (strcmp(sub, "check") == 0) {
+			prog.name = "mhsctl journal check [--fix]";
+			prog.summary = "Check the journal's framing and "
+			               "checksums; --fix repairs (store "
+			               "stopped).";
+		} else if (strcmp(sub, "verify") == 0) {
+			prog.name = "mhsctl journal verify";
+			prog.summary =
+			    "Check the journal and decode every record.";
+		} else if (strcmp(sub, "export") == 0) {
+			prog.name = "mhsctl journal export";
+			prog.summary = "Export records as JSON lines (no NHS "
+			               "numbers, no payloads).";
+		} else {
+			bool help = strcmp(sub, "--help") == 0 ||
+			    strcmp(sub, "-h") == 0;
+			fprintf(help ? stdout : stderr,
+			    "Usage: mhsctl journal check [--fix] | verify | "
+			    "export [OPTIONS]\n(each takes --help)\n");
+			return help ? 0 : 2;
+		}
+	}
+	if ((rv = mhs_config_load(&prog, argc - skip, argv + skip)) != 0)
+		return rv > 0 ? 0 : 2;
+	if (strcmp(sub, "check") == 0)
+		return mhsctl_journal_check(o.journal_dir, o.fix);
+	if (strcmp(sub, "verify") == 0)
+		return mhsctl_journal_verify(o.journal_dir);
+	if (strcmp(sub, "export") == 0)
+		return mhsctl_journal_export(
+		    o.journal_dir, o.month, o.interaction, o.output);
+	return mhsctl_stats(o.journal_dir, o.json);
+}
+
 static void
 usage(FILE *f)
 {
@@ -409,9 +475,13 @@ usage(FILE *f)
 	    "dead-lettered messages\n"
 	    "  health                                          ask the "
 	    "gateway whether it is serving\n"
+	    "  journal check [--fix] | verify | export         read a "
+	    "journal directory offline\n"
+	    "  stats                                           counts by "
+	    "month, interaction, state\n"
 	    "Every command takes --help. The gateway and token come from "
 	    "MHS_GATEWAY_URL\nand MHS_TOKEN (. run/stack.env) or --url and "
-	    "--token.\n"
+	    "--token; the journal from\nMHS_JOURNAL_DIR or --journal-dir.\n"
 	    "Exit codes: 0 ok, 1 the call failed, 2 bad usage, 3 gateway "
 	    "unreachable.\n");
 }
@@ -435,6 +505,8 @@ main(int argc, char **argv)
 		return 0;
 	}
 	cmd = argv[1];
+	if (strcmp(cmd, "journal") == 0 || strcmp(cmd, "stats") == 0)
+		return offline_main(argc, argv);
 	if (strcmp(cmd, "submit") == 0) {
 		prog.name = "mhsctl submit";
 		prog.summary = "Submit one prescription message.";
