@@ -40,7 +40,31 @@ struct rt_xfer {
 	struct rt_breaker *breaker;
 	char url[512];
 	bool too_big;
+	struct rt_xfer *next, *prev; /* transfers in flight */
 };
+
+static struct rt_xfer *live; /* engine thread only */
+
+static void
+live_add(struct rt_xfer *x)
+{
+	x->next = live;
+	x->prev = NULL;
+	if (live != NULL)
+		live->prev = x;
+	live = x;
+}
+
+static void
+live_del(struct rt_xfer *x)
+{
+	if (x->prev != NULL)
+		x->prev->next = x->next;
+	else
+		live = x->next;
+	if (x->next != NULL)
+		x->next->prev = x->prev;
+}
 
 int64_t
 rt_backoff_ms(const struct mhs_route *route, unsigned attempt, unsigned rnd)
@@ -85,31 +109,94 @@ rt_xfer_free(struct rt_xfer *x)
 	free(x);
 }
 
+/*
+ * Outcomes are queued and sent to the store together, once per engine
+ * loop (ReportMany: one group commit for all of them), so a router never
+ * waits for a journal sync per message. Engine thread only.
+ */
+static struct {
+	Mhs__Store__V1__ReportRequest *v;
+	size_t n, cap;
+} pending;
+
+static char *
+dup_or_empty(const char *s)
+{
+	return strdup(s != NULL ? s : "");
+}
+
 static void
 rt_report(struct router *r, const Mhs__Store__V1__Delivery *d, int outcome,
     const char *reason, int64_t retry_at_ms, bool spine_fault)
 {
-	Mhs__Store__V1__ReportRequest rq =
-	    MHS__STORE__V1__REPORT_REQUEST__INIT;
+	Mhs__Store__V1__ReportRequest *rq;
+
+	if (pending.n == pending.cap) {
+		size_t cap = pending.cap ? pending.cap * 2 : 64;
+		void *g = realloc(pending.v, cap * sizeof(*pending.v));
+		if (g == NULL) {
+			atomic_fetch_add(&r->stats.report_errors, 1);
+			return; /* the lease expires: delivered again */
+		}
+		pending.v = g;
+		pending.cap = cap;
+	}
+	rq = &pending.v[pending.n++];
+	mhs__store__v1__report_request__init(rq);
+	rq->message_id = dup_or_empty(d->message_id);
+	rq->outcome = outcome;
+	rq->reason = dup_or_empty(reason);
+	rq->retry_at_ms = retry_at_ms;
+	rq->consumer = r->cfg.consumer;
+	rq->lease_id = dup_or_empty(d->lease_id);
+	rq->spine_fault = spine_fault;
+}
+
+static void
+rt_reports_clear(void)
+{
+	for (size_t i = 0; i < pending.n; i++) {
+		free(pending.v[i].message_id);
+		free(pending.v[i].reason);
+		free(pending.v[i].lease_id);
+	}
+	pending.n = 0;
+}
+
+/* rt_reports_flush sends every queued outcome in one ReportMany. */
+static void
+rt_reports_flush(struct router *r)
+{
+	Mhs__Store__V1__ReportManyRequest rq =
+	    MHS__STORE__V1__REPORT_MANY_REQUEST__INIT;
+	Mhs__Store__V1__ReportManyResponse *resp = NULL;
+	Mhs__Store__V1__ReportRequest **ptrs;
 	int code;
 
-	rq.message_id = d->message_id;
-	rq.outcome = outcome;
-	rq.reason = (char *) reason;
-	rq.retry_at_ms = retry_at_ms;
-	rq.consumer = r->cfg.consumer;
-	rq.lease_id = d->lease_id;
-	rq.spine_fault = spine_fault;
-	code = mhs_client_call(r->store, "/mhs.store.v1.Store/Report",
-	    &rq.base, NULL, NULL, NULL, 0, 5000, NULL);
-	if (code != 0) {
-		atomic_fetch_add(&r->stats.report_errors, 1);
-		mhs_warn("report_failed",
-		    "message %s: report not taken (%d); "
-		    "the lease will expire and it is "
-		    "delivered again",
-		    d->message_id, code);
+	if (pending.n == 0)
+		return;
+	if ((ptrs = calloc(pending.n, sizeof(*ptrs))) == NULL) {
+		rt_reports_clear();
+		return;
 	}
+	for (size_t i = 0; i < pending.n; i++)
+		ptrs[i] = &pending.v[i];
+	rq.reports = ptrs;
+	rq.n_reports = pending.n;
+	code = mhs_client_call(r->store, "/mhs.store.v1.Store/ReportMany",
+	    &rq.base, &mhs__store__v1__report_many_response__descriptor,
+	    (ProtobufCMessage **) &resp, NULL, 0, 10000, NULL);
+	if (code != 0) {
+		atomic_fetch_add(&r->stats.report_errors, pending.n);
+		mhs_warn("report_failed",
+		    "%zu outcomes not taken by the store (%d); their leases "
+		    "expire and they are delivered again",
+		    pending.n, code);
+	}
+	if (resp != NULL)
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+	free(ptrs);
+	rt_reports_clear();
 }
 
 /*
@@ -318,6 +405,7 @@ rt_start(struct router *r, CURLM *multi, Mhs__Store__V1__Delivery *d)
 		rt_xfer_free(x);
 		return;
 	}
+	live_add(x);
 	atomic_fetch_add(&r->stats.attempts, 1);
 	atomic_fetch_add(&r->stats.in_flight, 1);
 }
@@ -365,6 +453,7 @@ rt_collect(struct router *r, CURLM *multi)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &x);
 		curl_multi_remove_handle(multi, msg->easy_handle);
+		live_del(x);
 		rt_finished(r, x, msg->data.result);
 		atomic_fetch_sub(&r->stats.in_flight, 1);
 		rt_xfer_free(x);
@@ -383,14 +472,25 @@ rt_engine_run(struct router *r)
 	    multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) r->cfg.max_in_flight);
 	while (!atomic_load(&r->stopping)) {
 		rt_lease(r, multi);
+		rt_reports_flush(r); /* refusals of an open circuit */
 		curl_multi_perform(multi, &running);
 		rt_collect(r, multi);
+		rt_reports_flush(r);
 		curl_multi_poll(multi, NULL, 0, (int) r->cfg.poll_ms, NULL);
 		curl_multi_perform(multi, &running);
 		rt_collect(r, multi);
+		rt_reports_flush(r);
 	}
 	/* In-flight transfers are abandoned: their leases expire and the
 	 * messages are delivered again, with the same MessageId. */
+	while (live != NULL) {
+		struct rt_xfer *x = live;
+		live_del(x);
+		curl_multi_remove_handle(multi, x->easy);
+		rt_xfer_free(x);
+	}
+	rt_reports_clear();
+	free(pending.v);
 	curl_multi_cleanup(multi);
 	rt_breakers_fini(&r->breakers);
 	return 0;

@@ -43,6 +43,7 @@ static const struct st_binding bind_report = {ST_REPORT, false};
 static const struct st_binding bind_dead = {ST_DEAD_LETTERS, false};
 static const struct st_binding bind_redeliver = {ST_REDELIVER, false};
 static const struct st_binding bind_unsolicited = {ST_UNSOLICITED, false};
+static const struct st_binding bind_report_many = {ST_REPORT_MANY, false};
 static const struct st_binding bind_ready = {0, true};
 
 static void
@@ -179,6 +180,7 @@ st_table_build(struct store *st)
 	    {"ListDeadLetters", &bind_dead},
 	    {"Redeliver", &bind_redeliver},
 	    {"Unsolicited", &bind_unsolicited},
+	    {"ReportMany", &bind_report_many},
 	    {"Ready", &bind_ready},
 	};
 	int rv;

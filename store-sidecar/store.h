@@ -66,6 +66,7 @@ enum st_kind {
 	ST_DEAD_LETTERS,
 	ST_REDELIVER,
 	ST_UNSOLICITED,
+	ST_REPORT_MANY,
 };
 
 /* One request waiting for the worker. */

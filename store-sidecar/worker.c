@@ -35,7 +35,26 @@ struct st_batch {
 	struct st_rec *recs;
 	size_t n, cap;
 	int64_t now_ms;
+	char **acks; /* lease ids this batch settles (copies) */
+	size_t nacks, capacks;
 };
+
+static void
+batch_ack(struct st_batch *b, const char *lease_id)
+{
+	if (lease_id[0] == '\0')
+		return;
+	if (b->nacks == b->capacks) {
+		size_t cap = b->capacks ? b->capacks * 2 : 64;
+		char **g = realloc(b->acks, cap * sizeof(*g));
+		if (g == NULL)
+			return; /* the lease expires and is settled then */
+		b->acks = g;
+		b->capacks = cap;
+	}
+	if ((b->acks[b->nacks] = strdup(lease_id)) != NULL)
+		b->nacks++;
+}
 
 void
 st_idem_key(const char *client, const char *key, char *out, size_t outlen)
@@ -427,18 +446,6 @@ state_final(long long s)
 	return s >= MHS__V1__MESSAGE_STATE__MESSAGE_STATE_DELIVERED;
 }
 
-static void
-lease_ack(struct store *st, const char *entry)
-{
-	char stream[128];
-	const char *argv[] = {"XACK", stream, "routers", entry};
-	redisReply *rep;
-
-	snprintf(stream, sizeof(stream), "%s:deliver", st->cfg.prefix);
-	if ((rep = st_redis_cmd(st, 4, argv, NULL)) != NULL)
-		freeReplyObject(rep);
-}
-
 /* lease_entries claims stale leases first, then new entries. */
 static redisReply *
 lease_read(struct store *st, const Mhs__Store__V1__LeaseRequest *in,
@@ -458,56 +465,95 @@ lease_read(struct store *st, const Mhs__Store__V1__LeaseRequest *in,
 	             : st_redis_cmd(st, 9, xread, NULL);
 }
 
+/* lease_delivery makes the Delivery of one leased message from its hash. */
+static Mhs__Store__V1__Delivery *
+lease_delivery(const char *id, const char *lease_id, const redisReply *h)
+{
+	Mhs__Store__V1__Delivery *d = malloc(sizeof(*d));
+	redisReply *p = st_hash_field(h, "payload");
+
+	if (d == NULL)
+		return NULL;
+	mhs__store__v1__delivery__init(d);
+	d->message_id = strdup(id);
+	d->lease_id = strdup(lease_id);
+	d->interaction_id = hash_str(h, "interaction");
+	d->prescription_id = hash_str(h, "rx");
+	d->sender_ods = hash_str(h, "ods");
+	d->recipient_ods = hash_str(h, "recipient");
+	d->content_type = hash_str(h, "ctype");
+	d->attempts = (uint32_t) st_hash_ll(h, "attempts");
+	d->spine_faults = (uint32_t) st_hash_ll(h, "faults");
+	/* The persist duration runs from acceptance or redelivery. */
+	d->accepted_at_ms = st_hash_ll(h, "clock");
+	if (d->accepted_at_ms == 0)
+		d->accepted_at_ms = st_hash_ll(h, "accepted_at");
+	d->payload.len = p ? p->len : 0;
+	d->payload.data = malloc(d->payload.len + 1);
+	if (p != NULL && d->payload.data != NULL)
+		memcpy(d->payload.data, p->str, p->len);
+	return d;
+}
+
+static const char *
+entry_id(const redisReply *e)
+{
+	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+	    e->element[1]->type != REDIS_REPLY_ARRAY ||
+	    e->element[1]->elements < 2)
+		return NULL; /* deleted entry */
+	return e->element[1]->element[1]->str;
+}
+
+/*
+ * lease_take turns stream entries into deliveries: one pipelined HGETALL
+ * for all of them, then a SENDING record for each message that is still
+ * due (entries of final or vanished messages are acknowledged away).
+ */
 static int
 lease_take(struct st_batch *b, struct st_op *op,
     Mhs__Store__V1__LeaseResponse *resp, redisReply *entries, unsigned max)
 {
-	for (size_t i = 0; entries != NULL && i < entries->elements &&
-	     resp->n_deliveries < max;
-	     i++) {
-		redisReply *e = entries->element[i], *h;
+	struct store *st = b->st;
+	size_t n = entries != NULL ? entries->elements : 0, sent = 0;
+	char key[128];
+
+	for (size_t i = 0; i < n; i++) {
+		const char *id = entry_id(entries->element[i]);
+		const char *argv[] = {"HGETALL", key};
+
+		snprintf(key, sizeof(key), "%s:m:{%s}", st->cfg.prefix,
+		    id != NULL ? id : "");
+		if (st->redis.c == NULL ||
+		    redisAppendCommandArgv(st->redis.c, 2, argv, NULL) !=
+		        REDIS_OK) {
+			st_redis_drop(st, "pipeline append failed");
+			return MHS_EUNAVAIL;
+		}
+		sent++;
+	}
+	for (size_t i = 0; i < sent; i++) {
+		redisReply *e = entries->element[i], *h = NULL;
+		const char *id = entry_id(e);
 		Mhs__Store__V1__Delivery *d;
-		const char *id;
 		struct st_rec *r;
 
-		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
-		    e->element[1]->type != REDIS_REPLY_ARRAY ||
-		    e->element[1]->elements < 2)
-			continue; /* deleted entry */
-		id = e->element[1]->element[1]->str;
-		h = st_hgetall(b->st, id);
-		if (h == NULL || state_final(st_hash_ll(h, "state"))) {
-			if (h != NULL)
-				freeReplyObject(h);
-			lease_ack(b->st, e->element[0]->str);
+		if (redisGetReply(st->redis.c, (void **) &h) != REDIS_OK) {
+			st_redis_drop(st, st->redis.c->errstr);
+			return MHS_EUNAVAIL;
+		}
+		if (id == NULL || h->type != REDIS_REPLY_ARRAY ||
+		    h->elements == 0 || state_final(st_hash_ll(h, "state")) ||
+		    resp->n_deliveries >= max) {
+			if (id == NULL || resp->n_deliveries < max)
+				batch_ack(b, e->element[0]->str);
+			freeReplyObject(h);
 			continue;
 		}
-		if ((d = malloc(sizeof(*d))) == NULL) {
-			freeReplyObject(h);
-			return MHS_ENOMEM;
-		}
-		mhs__store__v1__delivery__init(d);
-		d->message_id = strdup(id);
-		d->lease_id = strdup(e->element[0]->str);
-		d->interaction_id = hash_str(h, "interaction");
-		d->prescription_id = hash_str(h, "rx");
-		d->sender_ods = hash_str(h, "ods");
-		d->recipient_ods = hash_str(h, "recipient");
-		d->content_type = hash_str(h, "ctype");
-		d->attempts = (uint32_t) st_hash_ll(h, "attempts");
-		d->spine_faults = (uint32_t) st_hash_ll(h, "faults");
-		/* The persist duration runs from acceptance or redelivery. */
-		d->accepted_at_ms = st_hash_ll(h, "clock");
-		if (d->accepted_at_ms == 0)
-			d->accepted_at_ms = st_hash_ll(h, "accepted_at");
-		{
-			redisReply *p = st_hash_field(h, "payload");
-			d->payload.len = p ? p->len : 0;
-			d->payload.data = malloc(d->payload.len + 1);
-			if (p != NULL && d->payload.data != NULL)
-				memcpy(d->payload.data, p->str, p->len);
-		}
+		d = lease_delivery(id, e->element[0]->str, h);
 		freeReplyObject(h);
+		if (d == NULL)
+			continue; /* the entry stays pending: claimed later */
 		resp->deliveries[resp->n_deliveries++] = d;
 		r = batch_rec(b, op, d->message_id,
 		    MHS__STORE__V1__RECORD_KIND__RECORD_KIND_STATE);
@@ -599,77 +645,181 @@ inbound_seen(struct store *st, const char *inbound_id)
 	return seen;
 }
 
-static Mhs__Store__V1__ReportResponse *
-report_answer(struct st_op *op, int state, bool duplicate)
-{
-	Mhs__Store__V1__ReportResponse *resp = malloc(sizeof(*resp));
+struct rep_info {
+	bool exists;
+	long long state, attempts;
+};
 
-	if (resp == NULL) {
-		st_op_fail(op, MHS_CODE_INTERNAL, "out of memory");
-		return NULL;
+/* reports_load reads state and attempts of n messages in one pipeline. */
+static int
+reports_load(struct store *st, Mhs__Store__V1__ReportRequest *const *in,
+    size_t n, struct rep_info *info)
+{
+	char key[128];
+
+	for (size_t i = 0; i < n; i++) {
+		const char *argv[] = {"HMGET", key, "state", "attempts"};
+		snprintf(key, sizeof(key), "%s:m:{%s}", st->cfg.prefix,
+		    in[i]->message_id);
+		if (st->redis.c == NULL ||
+		    redisAppendCommandArgv(st->redis.c, 4, argv, NULL) !=
+		        REDIS_OK) {
+			st_redis_drop(st, "pipeline append failed");
+			return MHS_EUNAVAIL;
+		}
 	}
-	mhs__store__v1__report_response__init(resp);
-	resp->state = state;
-	resp->duplicate = duplicate;
-	op->out = &resp->base;
-	op->out_free = report_free;
-	return resp;
+	for (size_t i = 0; i < n; i++) {
+		redisReply *rep = NULL;
+
+		if (redisGetReply(st->redis.c, (void **) &rep) != REDIS_OK) {
+			st_redis_drop(st, st->redis.c->errstr);
+			return MHS_EUNAVAIL;
+		}
+		memset(&info[i], 0, sizeof(info[i]));
+		if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+		    rep->element[0]->type == REDIS_REPLY_STRING) {
+			info[i].exists = true;
+			info[i].state = atoll(rep->element[0]->str);
+			if (rep->element[1]->type == REDIS_REPLY_STRING)
+				info[i].attempts = atoll(rep->element[1]->str);
+		}
+		freeReplyObject(rep);
+	}
+	return 0;
 }
 
 /*
- * do_report records a delivery outcome. The first final outcome stands;
- * a response (RESPONDED) may follow DELIVERED, and one whose inbound
- * MessageId was stored before is acknowledged as a duplicate, not stored.
+ * report_one records one delivery outcome. The first final outcome
+ * stands; a response (RESPONDED) may follow DELIVERED, and one whose
+ * inbound MessageId was stored before is a duplicate, not stored. Returns
+ * a status code (why says what went wrong) and fills resp.
  */
-static void
-do_report(struct st_batch *b, struct st_op *op)
+static int
+report_one(struct st_batch *b, struct st_op *op,
+    const Mhs__Store__V1__ReportRequest *in, const struct rep_info *ri,
+    Mhs__Store__V1__ReportResponse *resp, const char **why)
 {
-	const Mhs__Store__V1__ReportRequest *in = (const void *) op->in;
 	bool responded =
 	    in->outcome == MHS__STORE__V1__OUTCOME__OUTCOME_RESPONDED;
-	long long state;
-	redisReply *h;
 	struct st_rec *r;
 
 	if (in->outcome < 1 || in->outcome > 5 ||
 	    strlen(in->inbound_message_id) > 64) {
-		st_op_fail(op, MHS_CODE_INVALID_ARGUMENT, "outcome: unknown");
-		return;
+		*why = "outcome: unknown";
+		return MHS_CODE_INVALID_ARGUMENT;
 	}
-	if ((h = st_hgetall(b->st, in->message_id)) == NULL) {
-		st_op_fail(op,
-		    b->st->redis.c ? MHS_CODE_NOT_FOUND : MHS_CODE_UNAVAILABLE,
-		    "no such message");
-		return;
+	if (!ri->exists) {
+		*why = "no such message";
+		return MHS_CODE_NOT_FOUND;
 	}
-	state = st_hash_ll(h, "state");
-	r = NULL;
+	batch_ack(b, in->lease_id);
+	resp->state = (Mhs__V1__MessageState) ri->state;
 	if (responded && in->inbound_message_id[0] != '\0' &&
 	    inbound_seen(b->st, in->inbound_message_id)) {
-		freeReplyObject(h);
-		report_answer(op, (int) state, true);
+		resp->duplicate = true;
+		return 0;
+	}
+	if (state_final(ri->state) && !responded)
+		return 0; /* already settled: the first outcome stands */
+	r = batch_rec(b, op, in->message_id,
+	    MHS__STORE__V1__RECORD_KIND__RECORD_KIND_STATE);
+	if (r == NULL) {
+		*why = "out of memory";
+		return MHS_CODE_INTERNAL;
+	}
+	r->r.state = outcome_state[in->outcome];
+	r->r.attempts = (uint32_t) ri->attempts;
+	r->r.reason = in->reason;
+	r->r.retry_at_ms = in->retry_at_ms;
+	r->r.response_payload = in->response_payload;
+	r->r.spine_fault = in->spine_fault;
+	r->r.inbound_message_id = in->inbound_message_id;
+	resp->state = outcome_state[in->outcome];
+	atomic_fetch_add(&b->st->stats.reports, 1);
+	return 0;
+}
+
+static void
+do_report(struct st_batch *b, struct st_op *op)
+{
+	Mhs__Store__V1__ReportRequest *in = (void *) op->in;
+	Mhs__Store__V1__ReportResponse *resp;
+	struct rep_info ri;
+	const char *why = "";
+	int code;
+
+	if (reports_load(b->st, &in, 1, &ri) != 0) {
+		st_op_fail(op, MHS_CODE_UNAVAILABLE, "Redis unavailable");
 		return;
 	}
-	if (!state_final(state) || responded) {
-		r = batch_rec(b, op, in->message_id,
-		    MHS__STORE__V1__RECORD_KIND__RECORD_KIND_STATE);
-		if (r == NULL) {
-			freeReplyObject(h);
-			st_op_fail(op, MHS_CODE_INTERNAL, "out of memory");
-			return;
-		}
-		r->r.state = outcome_state[in->outcome];
-		r->r.attempts = (uint32_t) st_hash_ll(h, "attempts");
-		r->r.reason = in->reason;
-		r->r.retry_at_ms = in->retry_at_ms;
-		r->r.response_payload = in->response_payload;
-		r->r.spine_fault = in->spine_fault;
-		r->r.inbound_message_id = in->inbound_message_id;
-		state = outcome_state[in->outcome];
+	if ((resp = malloc(sizeof(*resp))) == NULL) {
+		st_op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+		return;
 	}
-	freeReplyObject(h);
-	report_answer(op, (int) state, false);
-	atomic_fetch_add(&b->st->stats.reports, 1);
+	mhs__store__v1__report_response__init(resp);
+	op->out = &resp->base;
+	op->out_free = report_free;
+	if ((code = report_one(b, op, in, &ri, resp, &why)) != 0)
+		st_op_fail(op, code, why);
+}
+
+static void
+report_many_free(ProtobufCMessage *m)
+{
+	Mhs__Store__V1__ReportManyResponse *r = (void *) m;
+
+	for (size_t i = 0; i < r->n_results; i++) {
+		free(r->results[i]->response);
+		free(r->results[i]);
+	}
+	free(r->results);
+	free(r);
+}
+
+/* do_report_many records a router's outcomes in this group commit. */
+static void
+do_report_many(struct st_batch *b, struct st_op *op)
+{
+	const Mhs__Store__V1__ReportManyRequest *in = (const void *) op->in;
+	Mhs__Store__V1__ReportManyResponse *resp = calloc(1, sizeof(*resp));
+	struct rep_info *ri = calloc(in->n_reports + 1, sizeof(*ri));
+
+	if (resp != NULL)
+		mhs__store__v1__report_many_response__init(resp);
+	if (resp == NULL || ri == NULL || in->n_reports > 4096 ||
+	    (resp->results = calloc(in->n_reports + 1, sizeof(void *))) ==
+	        NULL) {
+		free(resp);
+		free(ri);
+		st_op_fail(op, MHS_CODE_INTERNAL, "out of memory or too many");
+		return;
+	}
+	op->out = &resp->base;
+	op->out_free = report_many_free;
+	if (reports_load(b->st, in->reports, in->n_reports, ri) != 0) {
+		free(ri);
+		st_op_fail(op, MHS_CODE_UNAVAILABLE, "Redis unavailable");
+		return;
+	}
+	for (size_t i = 0; i < in->n_reports; i++) {
+		Mhs__Store__V1__ReportResult *res = malloc(sizeof(*res));
+		Mhs__Store__V1__ReportResponse *rr = malloc(sizeof(*rr));
+		const char *why = "";
+
+		if (res == NULL || rr == NULL) {
+			free(res);
+			free(rr);
+			break;
+		}
+		mhs__store__v1__report_result__init(res);
+		mhs__store__v1__report_response__init(rr);
+		res->response = rr;
+		res->code =
+		    report_one(b, op, in->reports[i], &ri[i], rr, &why);
+		res->message = (char *) why; /* static text, not freed */
+		resp->results[resp->n_results++] = res;
+	}
+	free(ri);
 }
 
 static void
@@ -863,17 +1013,9 @@ batch_apply(struct st_batch *b)
 	if (rv == 0)
 		rv = st_apply_flush(b->st, a);
 	snprintf(stream, sizeof(stream), "%s:deliver", b->st->cfg.prefix);
-	for (size_t i = 0; i < b->n && rv == 0; i++) {
-		const struct st_op *op = b->recs[i].op;
-		const Mhs__Store__V1__ReportRequest *in;
-		const char *argv[4] = {"XACK", stream, "routers", NULL};
+	for (size_t i = 0; i < b->nacks && rv == 0; i++) {
+		const char *argv[4] = {"XACK", stream, "routers", b->acks[i]};
 
-		if (op == NULL || op->kind != ST_REPORT)
-			continue;
-		in = (const void *) op->in;
-		if (in->lease_id[0] == '\0')
-			continue;
-		argv[3] = in->lease_id;
 		if (redisAppendCommandArgv(b->st->redis.c, 4, argv, NULL) !=
 		    REDIS_OK) {
 			st_redis_drop(b->st, "pipeline append failed");
@@ -923,6 +1065,9 @@ batch_read(
 			break;
 		case ST_UNSOLICITED:
 			do_unsolicited(b, op);
+			break;
+		case ST_REPORT_MANY:
+			do_report_many(b, op);
 			break;
 		}
 	}
@@ -975,7 +1120,7 @@ batch_journal_failed(struct st_batch *b, int rv)
 static void
 worker_batch(struct store *st, struct st_op *ops, size_t nops)
 {
-	struct st_batch b = {st, NULL, 0, 0, mhs_now_ms()};
+	struct st_batch b = {.st = st, .now_ms = mhs_now_ms()};
 	struct st_op **apps = calloc(nops, sizeof(*apps)), *next;
 	size_t napps = 0;
 	bool redis_up;
@@ -1018,6 +1163,9 @@ answer:
 	for (size_t i = 0; i < b.n; i++)
 		free(b.recs[i].packed);
 	free(b.recs);
+	for (size_t i = 0; i < b.nacks; i++)
+		free(b.acks[i]);
+	free(b.acks);
 	free(apps);
 }
 
