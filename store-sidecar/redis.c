@@ -21,7 +21,9 @@
  *   P:deliver          stream for routers, consumer group "routers"
  *   P:retry            zset of message ids by due time
  *   P:dead             list of dead-lettered ids
- *   P:applied_seq      last journal sequence applied
+ *   P:applied_seq:NODE last sequence of NODE's journal applied: nodes
+ *                      sharing one Redis and prefix each replay their own
+ *                      journal (docs/two-nodes.md)
  * The NHS number never appears in a key: its index is keyed by an
  * HMAC-SHA256 under a configured secret.
  *
@@ -40,7 +42,8 @@
 
 /*
  * APPLY_LUA applies up to ST_APPLY_MAX journal records in one call.
- * ARGV[1] is the prefix; then each record takes ST_APPLY_WIDTH arguments:
+ * ARGV[1] is the prefix, ARGV[2] this node's id; then each record takes
+ * ST_APPLY_WIDTH arguments:
  *   seq, kind ("A" or "S"), message id, time ms, then
  *   A: interaction, rx, ods, recipient, content type, payload, raw idem
  *      key, scoped idem key, idem value, idem expiry ms, NHS index HMAC, ""
@@ -55,7 +58,7 @@
  */
 static const char APPLY_LUA[] =
     "local p = ARGV[1]\n"
-    "local sk = p .. ':applied_seq'\n"
+    "local sk = p .. ':applied_seq:' .. ARGV[2]\n"
     "local applied = redis.call('GET', sk)\n"
     "if not applied then\n"
     "  return redis.error_reply('MHSREPLAY applied_seq is missing')\n"
@@ -64,7 +67,7 @@ static const char APPLY_LUA[] =
     "local tm = redis.call('TIME')\n"
     "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)\n"
     "local n = 0\n"
-    "for b = 1, #ARGV - 1, 16 do\n"
+    "for b = 2, #ARGV - 2, 16 do\n"
     "  local seq = tonumber(ARGV[b + 1])\n"
     "  if seq > applied then\n"
     "    applied = seq\n"
@@ -347,6 +350,7 @@ st_apply_add(struct store *st, struct st_apply *a, uint64_t seq,
 		ap_str(a, st->redis.apply_sha);
 		ap_str(a, "0");
 		ap_str(a, st->cfg.prefix);
+		ap_str(a, st->cfg.node_id);
 	}
 	ap_num(a, (long long) seq);
 	ap_str(a, acc ? "A" : uns ? "U" : "S");
@@ -462,7 +466,8 @@ st_redis_replay(struct store *st)
 	redisReply *rep;
 	int rv;
 
-	snprintf(key, sizeof(key), "%s:applied_seq", st->cfg.prefix);
+	snprintf(key, sizeof(key), "%s:applied_seq:%s", st->cfg.prefix,
+	    st->cfg.node_id);
 	if ((rep = st_redis_cmd(st, 2, get, NULL)) == NULL)
 		return MHS_EUNAVAIL;
 	if (rep->type == REDIS_REPLY_STRING)
@@ -504,7 +509,8 @@ st_redis_check(struct store *st)
 	redisReply *rep;
 	bool lost;
 
-	snprintf(key, sizeof(key), "%s:applied_seq", st->cfg.prefix);
+	snprintf(key, sizeof(key), "%s:applied_seq:%s", st->cfg.prefix,
+	    st->cfg.node_id);
 	if ((rep = st_redis_cmd(st, 2, get, NULL)) == NULL)
 		return MHS_EUNAVAIL;
 	lost = rep->type == REDIS_REPLY_NIL;

@@ -105,7 +105,7 @@ struct st_stats {
 
 #define ST_APPLY_MAX   64
 #define ST_APPLY_WIDTH 16
-#define ST_APPLY_ARGS  (4 + ST_APPLY_MAX * ST_APPLY_WIDTH)
+#define ST_APPLY_ARGS  (5 + ST_APPLY_MAX * ST_APPLY_WIDTH)
 struct st_apply {
 	struct mhs_buf bytes; /* every argument's bytes, back to back */
 	size_t off[ST_APPLY_ARGS], len[ST_APPLY_ARGS];
