@@ -5,9 +5,16 @@
  * methods: "*", or a comma list of "pkg.Service/Method" entries and
  * of "pkg.Service/" followed by a star for a whole service;
  * sender-ods: "*" or a comma list of ODS codes the client may submit as.
- * Only a hash of each token is stored; tokens are compared by hash in
- * constant time against every client. The file is refused when group or
- * others can read or write it. Read once at start; read-only afterwards.
+ * Admin methods (mhs.v1.Admin/...) are like any other: only a client whose
+ * list names them, or "mhs.v1.Admin/" plus a star, or "*" (which allows
+ * every method, so makes an admin client), may call them. A pharmacy's
+ * line is typically
+ *     pharm-fa565 <hash>
+ * mhs.v1.Prescriptions/Submit,mhs.v1.Prescriptions/GetStatus FA565 Health
+ * needs no token at all. Only a hash of each token is stored; tokens are
+ * compared by hash in constant time against every client. The file is refused
+ * when group or others can read or write it. Read once at start; read-only
+ * afterwards.
  */
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -80,6 +87,7 @@ clients_parse_line(struct gw *gw, const char *file, int lineno, char *line)
 	gw->clients = grown;
 	c = &gw->clients[gw->n_clients];
 	memset(c, 0, sizeof(*c));
+	c->index = gw->n_clients;
 	snprintf(c->id, sizeof(c->id), "%s", id);
 	if (hex_decode32(hash, c->token_hash) != 0) {
 		fprintf(stderr, "%s:%d: token hash must be 64 hex digits\n",

@@ -1,21 +1,29 @@
 /*
  * Design notes: mhs-gateway's shared state. The gateway is the only
  * partner-facing process (DESIGN §2): it decodes the envelope, checks
- * credentials, validates, and forwards to mhs-store over ipc. It keeps no
- * message state of its own, so any number can run side by side.
+ * credentials, enforces limits, validates, and forwards to mhs-store over
+ * ipc. It keeps no message state of its own, so any number can run side
+ * by side.
  *
- * Threads: nng's callback threads run the per-context state machines in
- * server.c (never blocking); one readiness thread polls the store; the main
- * thread waits for signals. Shared fields are atomics or read-only after
- * start.
+ * Files: server.c (request contexts, dispatch, lifecycle), methods.c
+ * (the dispatch table, payload checks, Health), store.c (forwarding and
+ * the store readiness poller), limits.c (rate limit, in-flight cap),
+ * listen.c (listeners, TLS), auth.c (clients file), metrics.c, main.c.
+ *
+ * Threads: nng's callback threads run the per-context state machines and
+ * the readiness poller (never blocking); nng's HTTP threads read metrics;
+ * the main thread waits for signals, then drains. Everything shared is
+ * read-only after start or an atomic; the one mutable per-client datum
+ * (the rate limiter's state) is a single atomic word per client.
  */
 #ifndef MHS_GATEWAY_H
 #define MHS_GATEWAY_H
 
 #include <nng/nng.h>
-#include <nng/supplemental/util/platform.h>
+#include <nng/supplemental/tls/tls.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "buf.h"
 #include "routes.h"
@@ -28,6 +36,7 @@ struct gw_client {
 	size_t n_methods;
 	char **ods; /* "*" or the sender ODS codes allowed */
 	size_t n_ods;
+	size_t index; /* position in gw.clients: the rate limiter's slot */
 };
 
 struct gw_config {
@@ -37,40 +46,116 @@ struct gw_config {
 	char *clients_file;
 	char *routes_file;
 	char *log_level;
+	char *tls_cert;
+	char *tls_key;
+	char *tls_client_ca;
+	bool tls_require_client_cert;
 	long long contexts;
 	long long max_request_bytes;
+	long long oversize_grace_bytes;
 	long long max_payload_bytes;
 	long long default_timeout_ms;
 	long long max_timeout_ms;
 	long long drain_timeout_ms;
+	long long rate_per_client;
+	long long burst;
+	long long max_in_flight;
+	long long store_check_interval_ms;
+	long long store_check_timeout_ms;
 };
 
-#define GW_CODES 17
+#define GW_CODES   17
+#define GW_SLOTS   32 /* methods in the table; the last is "unknown" */
+#define GW_BUCKETS 16
+
+/* Why a request was refused (the reason label of the rejects counter). */
+enum gw_reason {
+	GW_R_NONE,
+	GW_R_RATE,
+	GW_R_IN_FLIGHT,
+	GW_R_AUTH,
+	GW_R_PERMISSION,
+	GW_R_VALIDATION,
+	GW_R_OVERSIZE,
+	GW_R_DEADLINE,
+	GW_R_UNAVAILABLE,
+	GW_R_DRAINING,
+	GW_R_UNKNOWN_METHOD,
+	GW_R_COUNT,
+};
+
+/* A latency histogram: bucket b holds times up to 250 us << b. */
+struct gw_hist {
+	atomic_ullong bucket[GW_BUCKETS];
+	atomic_ullong sum_us;
+	atomic_ullong count;
+};
 
 struct gw_metrics {
-	atomic_ullong requests[32][GW_CODES]; /* by method slot and code */
-	atomic_ullong latency_us_bucket[16];
-	atomic_ullong latency_us_sum;
-	atomic_ullong latency_count;
-	atomic_uint in_flight;
-	atomic_ullong store_rtt_us_sum;
-	atomic_ullong store_calls;
+	atomic_ullong requests[GW_SLOTS][GW_CODES]; /* by method and code */
+	atomic_ullong rejects[GW_R_COUNT];
+	struct gw_hist latency;
+	struct gw_hist store_rtt;
+	atomic_uint in_flight;       /* received, reply not yet sent */
+	atomic_uint store_in_flight; /* waiting on the store (capped) */
+	atomic_ullong store_rtt_ewma_us;
 };
+
+struct gw_listener {
+	nng_listener l;
+	bool tls;
+};
+
+/* The store readiness poller (store.c): a REQ context with its aio, and
+ * a timer aio of its own (never one aio for both: see store.c). */
+struct gw_ready_poll {
+	nng_aio *aio;
+	nng_aio *timer;
+	nng_ctx ctx;
+	int state;
+};
+
+struct gw_ctx;
 
 struct gw {
 	struct gw_config cfg;
 	struct mhs_routes routes;
 	struct gw_client *clients;
 	size_t n_clients;
+	_Atomic int64_t *rate_tat; /* per client: GCRA arrival time, ns */
 	struct mhs_rpc_table table;
 	nng_socket rep;   /* partners */
 	nng_socket store; /* REQ to mhs-store */
+	struct gw_listener *listeners;
+	size_t n_listeners;
+	nng_tls_config *tls;
+	bool tls_check; /* requests over tls+tcp need a verified cert */
 	struct gw_ctx **ctxs;
 	size_t n_ctxs;
+	struct gw_ready_poll ready;
 	atomic_bool store_ready;
-	atomic_bool draining;
-	char store_why[128];
+	atomic_bool draining; /* SIGTERM: answer 14, finish in-flight */
+	atomic_bool closing;  /* stopping: callbacks start nothing new */
 	struct gw_metrics m;
+};
+
+enum gw_state { GW_RECV, GW_STORE_SEND, GW_STORE_RECV, GW_SEND };
+
+/* One request context: touched only by its own callbacks (never two at
+ * once: the partner aio and the store aio are never both busy). */
+struct gw_ctx {
+	struct gw *gw;
+	enum gw_state state;
+	nng_ctx rep;
+	nng_aio *aio;
+	nng_ctx req;
+	nng_aio *saio;
+	int slot; /* metrics slot of the method */
+	int64_t start_us;
+	int64_t deadline_us; /* monotonic */
+	int64_t store_start_us;
+	bool transport_ok; /* TLS client certificate check passed */
+	char request_id[80];
 };
 
 /* auth.c */
@@ -82,11 +167,56 @@ const struct gw_client *gw_authenticate(
 bool gw_client_may_call(const struct gw_client *c, const char *path);
 bool gw_client_may_send_as(const struct gw_client *c, const char *ods);
 
+/* limits.c: both return 0 to admit, else the milliseconds to wait. */
+int gw_limits_init(struct gw *gw);
+void gw_limits_fini(struct gw *gw);
+int64_t gw_rate_take(struct gw *gw, const struct gw_client *client);
+int64_t gw_in_flight_take(struct gw *gw);
+void gw_in_flight_give(struct gw *gw, int64_t rtt_us);
+
+/* listen.c */
+int gw_listen_all(struct gw *gw);
+void gw_listen_fini(struct gw *gw);
+/* False when p came in over tls+tcp without a verified certificate
+ * while one is required. */
+bool gw_transport_ok(const struct gw *gw, nng_pipe p);
+
+/* methods.c */
+int gw_table_build(struct gw *gw);
+/* Unpacks and checks the payload; answers the request itself on error. */
+void gw_method_run(struct gw_ctx *c, const struct mhs_rpc_method *m,
+    const struct gw_client *client, const mhs_rpc_request *req);
+bool gw_method_public(const struct mhs_rpc_method *m);
+
+/* store.c */
+void gw_forward(struct gw_ctx *c, const char *store_method,
+    const ProtobufCBinaryData *payload);
+void gw_store_sent(struct gw_ctx *c);
+void gw_store_failed(struct gw_ctx *c, int rv);
+void gw_store_answered(struct gw_ctx *c, nng_msg *smsg);
+int gw_ready_start(struct gw *gw);
+void gw_ready_stop(struct gw *gw);
+bool gw_ready(struct gw *gw);
+
 /* server.c */
 int gw_server_start(struct gw *gw);
-/* Stops taking requests and waits (bounded) for in-flight ones. */
+/* Stops serving (new requests answer 14) and waits, bounded, for the
+ * requests already in flight. */
 void gw_server_drain(struct gw *gw, int timeout_ms);
 void gw_server_stop(struct gw *gw);
+int64_t gw_now_us(void);
+/* gw_reply answers the request (code 0 with payload, or a refusal). */
+void gw_reply(struct gw_ctx *c, int code, const char *message,
+    const ProtobufCMessage *payload);
+/* gw_refuse answers a refusal counted under reason; retry_ms > 0 adds
+ * a retry-after-ms metadata entry. */
+void gw_refuse(struct gw_ctx *c, int code, enum gw_reason reason,
+    int64_t retry_ms, const char *message);
+/* gw_send sends msg (owned by the context from here) as the reply. */
+void gw_send(struct gw_ctx *c, nng_msg *msg, int code);
+
+/* metrics.c */
+void gw_hist_observe(struct gw_hist *h, uint64_t us);
 void gw_metrics_write(void *arg, struct mhs_buf *out);
 
 #endif /* MHS_GATEWAY_H */

@@ -1,9 +1,10 @@
 /*
- * Design notes: mhs-gateway's entry point: options, the clients file, the
- * route table, the RPC server, the HTTP probes, and a readiness thread that
- * asks the store every 250 ms whether a Submit can be made durable.
- * SIGTERM/SIGINT drain in-flight requests (bounded) and exit 0. Signals
- * are blocked in every thread and taken by sigwait in main.
+ * Design notes: mhs-gateway's entry point: the option table (every limit
+ * with its bounds), the clients file, the route table, the RPC server and
+ * the HTTP probes. SIGTERM/SIGINT: readiness goes 503 and new requests
+ * are answered 14 at once, the requests in flight finish (up to
+ * --drain-timeout-ms), then the process exits 0. Signals are blocked in
+ * every thread and taken by sigwait in main.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -15,14 +16,14 @@
 #include "error.h"
 #include "gateway.h"
 #include "log.h"
-#include "mhs/store/v1/store.pb-c.h"
 #include "probe.h"
 
 static struct gw gw;
 
 static struct mhs_opt gw_opts[] = {
     {"listen", MHS_OPT_STR, "tcp://127.0.0.1:7700", 0, 0,
-        "partner RPC listeners, comma-separated nng URLs (tcp://, ipc://)",
+        "partner RPC listeners, comma-separated nng URLs (tcp://, ipc://, "
+        "tls+tcp://)",
         &gw.cfg.listen},
     {"http", MHS_OPT_STR, "http://127.0.0.1:7701", 0, 0,
         "HTTP probe URL (/livez /readyz /metrics)", &gw.cfg.http},
@@ -34,16 +35,51 @@ static struct mhs_opt gw_opts[] = {
     {"routes", MHS_OPT_STR, "", 0, 0,
         "route table INI file (built-in EPS routes when empty)",
         &gw.cfg.routes_file},
-    {"contexts", MHS_OPT_INT, "64", 1, 4096, "requests served concurrently",
-        &gw.cfg.contexts},
+    {"tls-cert", MHS_OPT_STR, "", 0, 0,
+        "server certificate (PEM) of tls+tcp:// listeners", &gw.cfg.tls_cert},
+    {"tls-key", MHS_OPT_STR, "", 0, 0, "private key (PEM) of --tls-cert",
+        &gw.cfg.tls_key},
+    {"tls-client-ca", MHS_OPT_STR, "", 0, 0,
+        "partners' CA (PEM): verify client certificates on tls+tcp://",
+        &gw.cfg.tls_client_ca},
+    {"tls-require-client-cert", MHS_OPT_BOOL, "true", 0, 0,
+        "with --tls-client-ca, answer 16 to requests over tls+tcp:// "
+        "without a verified client certificate",
+        &gw.cfg.tls_require_client_cert},
+    {"contexts", MHS_OPT_INT, "256", 1, 8192,
+        "requests read and served concurrently", &gw.cfg.contexts},
     {"max-request-bytes", MHS_OPT_INT, "1048576", 1024, 67108864,
-        "largest request accepted on the wire", &gw.cfg.max_request_bytes},
+        "largest request accepted (larger: code 3)",
+        &gw.cfg.max_request_bytes},
+    {"oversize-grace-bytes", MHS_OPT_INT, "1048576", 0, 67108864,
+        "requests up to this much over --max-request-bytes are still read "
+        "and answered 3; larger ones make nng drop the connection",
+        &gw.cfg.oversize_grace_bytes},
     {"max-payload-bytes", MHS_OPT_INT, "524288", 256, 67108864,
-        "largest Submit payload", &gw.cfg.max_payload_bytes},
+        "largest Request.payload, the encoded method message (at most "
+        "--max-request-bytes)",
+        &gw.cfg.max_payload_bytes},
     {"default-timeout-ms", MHS_OPT_INT, "10000", 10, 600000,
         "deadline when the caller gives none", &gw.cfg.default_timeout_ms},
     {"max-timeout-ms", MHS_OPT_INT, "60000", 10, 600000,
         "longest deadline a caller may ask for", &gw.cfg.max_timeout_ms},
+    {"rate-per-client", MHS_OPT_INT, "0", 0, 1000000,
+        "requests a second each client may make (token bucket; 0: no "
+        "limit); over it: code 8 with retry-after-ms",
+        &gw.cfg.rate_per_client},
+    {"burst", MHS_OPT_INT, "100", 1, 1000000,
+        "token bucket size: requests a client may make at once",
+        &gw.cfg.burst},
+    {"max-in-flight", MHS_OPT_INT, "128", 1, 65536,
+        "requests waiting on the store at once; over it: code 8 with "
+        "retry-after-ms",
+        &gw.cfg.max_in_flight},
+    {"store-check-interval-ms", MHS_OPT_INT, "250", 10, 60000,
+        "how often the store's readiness is asked",
+        &gw.cfg.store_check_interval_ms},
+    {"store-check-timeout-ms", MHS_OPT_INT, "1000", 10, 600000,
+        "a readiness answer later than this makes the gateway not ready",
+        &gw.cfg.store_check_timeout_ms},
     {"drain-timeout-ms", MHS_OPT_INT, "10000", 0, 600000,
         "how long SIGTERM waits for in-flight requests",
         &gw.cfg.drain_timeout_ms},
@@ -58,8 +94,6 @@ static const struct mhs_program gw_program = {
     "The partner-facing RPC server of the MHS (nng REQ/REP, DESIGN §3).",
     gw_opts,
 };
-
-static atomic_bool stopping;
 
 static bool
 gw_ready_probe(void *arg, char *why, size_t whylen)
@@ -77,42 +111,35 @@ gw_ready_probe(void *arg, char *why, size_t whylen)
 	return true;
 }
 
-/* Polls the store's readiness; the only blocking work of the gateway. */
-static void *
-gw_readiness_main(void *arg)
+/* gw_config_check settles limits that depend on each other. */
+static void
+gw_config_check(struct gw_config *cfg)
 {
-	struct gw *g = arg;
-	struct mhs_client *cl;
-	Mhs__Store__V1__ReadyRequest rq = MHS__STORE__V1__READY_REQUEST__INIT;
-
-	if (mhs_client_open(&cl, g->cfg.store_url) != 0)
-		return NULL;
-	while (!atomic_load(&stopping)) {
-		ProtobufCMessage *out = NULL;
-		bool ready = false, was = atomic_load(&g->store_ready);
-		int code = mhs_client_call(cl, "/mhs.store.v1.Store/Ready",
-		    &rq.base, &mhs__store__v1__ready_response__descriptor,
-		    &out, NULL, 0, 1000, NULL);
-
-		if (code == 0 && out != NULL)
-			ready = ((Mhs__Store__V1__ReadyResponse *) out)->ready;
-		if (out != NULL)
-			protobuf_c_message_free_unpacked(out, NULL);
-		atomic_store(&g->store_ready, ready);
-		if (ready != was)
-			mhs_info("store_readiness", "store %s",
-			    ready ? "ready" : "not ready");
-		nng_msleep(250);
+	if (cfg->max_payload_bytes > cfg->max_request_bytes) {
+		mhs_info("config",
+		    "max-payload-bytes lowered to "
+		    "max-request-bytes (%lld)",
+		    cfg->max_request_bytes);
+		cfg->max_payload_bytes = cfg->max_request_bytes;
 	}
-	mhs_client_close(cl);
-	return NULL;
+	if ((cfg->tls_cert[0] != '\0' || cfg->tls_client_ca[0] != '\0') &&
+	    strstr(cfg->listen, "tls+tcp://") == NULL)
+		mhs_warn("config",
+		    "TLS options given but no tls+tcp:// "
+		    "listener: they have no effect");
+	if (cfg->default_timeout_ms > cfg->max_timeout_ms) {
+		mhs_info("config",
+		    "default-timeout-ms lowered to "
+		    "max-timeout-ms (%lld)",
+		    cfg->max_timeout_ms);
+		cfg->default_timeout_ms = cfg->max_timeout_ms;
+	}
 }
 
 static int
 gw_run(void)
 {
 	struct mhs_probe *probe = NULL;
-	pthread_t ready_thread;
 	sigset_t set;
 	int rv, sig;
 
@@ -125,6 +152,7 @@ gw_run(void)
 	if ((rv = gw_server_start(&gw)) != 0) {
 		fprintf(stderr, "mhs-gateway: cannot start: %s\n",
 		    mhs_strerror(rv));
+		gw_server_stop(&gw);
 		return 1;
 	}
 	if ((rv = mhs_probe_open(&probe, gw.cfg.http, gw_ready_probe,
@@ -134,14 +162,11 @@ gw_run(void)
 		gw_server_stop(&gw);
 		return 1;
 	}
-	pthread_create(&ready_thread, NULL, gw_readiness_main, &gw);
 	mhs_info("started", "mhs-gateway %s ready for requests", MHS_VERSION);
 	sigwait(&set, &sig);
 	mhs_info("stopping", "signal %d: draining", sig);
 	gw_server_drain(&gw, (int) gw.cfg.drain_timeout_ms);
-	atomic_store(&stopping, true);
-	pthread_join(ready_thread, NULL);
-	mhs_probe_close(probe);
+	mhs_probe_close(probe); /* metrics read what stop frees */
 	gw_server_stop(&gw);
 	mhs_info("stopped", "mhs-gateway stopped");
 	return 0;
@@ -161,6 +186,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 	mhs_log_init("gateway", level);
+	gw_config_check(&gw.cfg);
 	if (gw.cfg.clients_file[0] == '\0') {
 		fprintf(stderr, "mhs-gateway: --clients FILE is required\n");
 		return 2;

@@ -304,3 +304,242 @@ test_rx_id(unsigned seed, char out[21])
 	snprintf(out, 21, "%.6s-%.6s-%.5s%c", body, body + 6, body + 12,
 	    mhs_rx_id_check_char(body));
 }
+
+/* ---- helpers for tests that break the stack on purpose ---- */
+
+bool
+stack_env_get(const struct stack *s, const char *key, char *out, size_t len)
+{
+	char path[300], line[1024];
+	FILE *f;
+
+	out[0] = '\0';
+	snprintf(path, sizeof(path), "%s/stack.env", s->dir);
+	if ((f = fopen(path, "r")) == NULL)
+		return false;
+	while (out[0] == '\0' && fgets(line, sizeof(line), f) != NULL)
+		env_value(line, key, out, len);
+	fclose(f);
+	return out[0] != '\0';
+}
+
+pid_t
+stack_pid(const struct stack *s, const char *name)
+{
+	char path[400];
+	FILE *f;
+	int pid = 0;
+
+	snprintf(path, sizeof(path), "%s/%s.pid", s->pids_dir, name);
+	if ((f = fopen(path, "r")) == NULL)
+		return 0;
+	if (fscanf(f, "%d", &pid) != 1)
+		pid = 0;
+	fclose(f);
+	return (pid_t) pid;
+}
+
+bool
+stack_kill_restarted(const struct stack *s, const char *name, int timeout_s)
+{
+	pid_t old = stack_pid(s, name), now = 0;
+
+	if (old <= 0 || kill(old, SIGKILL) != 0) {
+		fprintf(stderr, "cannot kill %s (pid %d)\n", name, (int) old);
+		return false;
+	}
+	for (int i = 0; i < timeout_s * 10; i++) {
+		now = stack_pid(s, name);
+		if (now > 0 && now != old && kill(now, 0) == 0)
+			return true;
+		usleep(100000);
+	}
+	fprintf(stderr, "%s was not restarted within %d s (pid %d)\n", name,
+	    timeout_s, (int) now);
+	return false;
+}
+
+bool
+stack_sim_config(const struct stack *s, const char *json)
+{
+	struct mhs_buf out = MHS_BUF_INIT;
+	char url[200];
+	int status;
+
+	snprintf(url, sizeof(url), "%s/_sim/config", s->spine_url);
+	status = stack_http(s, "PUT", url, json, &out);
+	if (status != 200)
+		fprintf(stderr, "PUT /_sim/config %s: %d %s\n", json, status,
+		    out.data ? out.data : "");
+	mhs_buf_fini(&out);
+	return status == 200;
+}
+
+bool
+stack_sim_messages(const struct stack *s, struct mhs_buf *out)
+{
+	char url[200];
+
+	snprintf(url, sizeof(url), "%s/_sim/messages", s->spine_url);
+	mhs_buf_reset(out);
+	return stack_http(s, "GET", url, NULL, out) == 200 && out->len > 0;
+}
+
+int
+stack_sim_deliveries(const char *json, const char *id)
+{
+	char needle[64];
+	const char *p, *end, *d;
+
+	snprintf(needle, sizeof(needle), "\"message_id\":\"%.36s\"", id);
+	if (json == NULL || (p = strstr(json, needle)) == NULL)
+		return 0;
+	end = strchr(p, '}');
+	d = strstr(p, "\"deliveries\":");
+	if (d == NULL || (end != NULL && d > end))
+		return 0;
+	return atoi(d + strlen("\"deliveries\":"));
+}
+
+int
+stack_probe_get(const char *url, struct mhs_buf *out)
+{
+	struct mhs_buf ignore = MHS_BUF_INIT;
+	CURL *c = curl_easy_init();
+	long status = -1;
+
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 5L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_write);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, out != NULL ? out : &ignore);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	mhs_buf_fini(&ignore);
+	return (int) status;
+}
+
+/* ---- helpers for tests that run extra processes beside the stack ---- */
+
+int
+stack_free_ports(int n)
+{
+	return free_port_base(n);
+}
+
+pid_t
+stack_spawn(const struct stack *s, const char *name, char *const argv[])
+{
+	char log[400];
+	pid_t pid;
+
+	snprintf(log, sizeof(log), "%s/logs/%s.log", s->dir, name);
+	if ((pid = fork()) == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+int
+stack_wait_exit(pid_t pid, int timeout_ms)
+{
+	int st;
+
+	for (int i = 0; i < timeout_ms / 10 + 1; i++) {
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			return st;
+		usleep(10000);
+	}
+	return -1;
+}
+
+/* ---- helpers for router suites: flags that name the stack's dir ---- */
+
+/* args_expand copies tmpl with @DIR@ and @PORT@ replaced into out. */
+static bool
+args_expand(const char *tmpl, const char *dir, int port, char *out, size_t cap)
+{
+	size_t n = 0;
+	char num[16];
+
+	snprintf(num, sizeof(num), "%d", port);
+	for (const char *p = tmpl; *p != '\0';) {
+		const char *rep = NULL;
+		size_t skip = 1, len;
+
+		if (strncmp(p, "@DIR@", 5) == 0)
+			rep = dir, skip = 5;
+		else if (strncmp(p, "@PORT@", 6) == 0)
+			rep = num, skip = 6;
+		len = rep != NULL ? strlen(rep) : 1;
+		if (n + len + 1 > cap)
+			return false;
+		memcpy(out + n, rep != NULL ? rep : p, len);
+		n += len;
+		p += skip;
+	}
+	out[n] = '\0';
+	return true;
+}
+
+int
+stack_extra_port(const struct stack *s, int routers)
+{
+	return s->port_base + 5 + routers;
+}
+
+bool
+stack_start_args(struct stack *s, int routers, int extra_ports,
+    const char *router_args, const char *sim_args)
+{
+	char base[16], nrouters[16], log[300], ra[2048], sa[2048];
+	int port;
+
+	memset(s, 0, sizeof(*s));
+	snprintf(s->dir, sizeof(s->dir), "/tmp/mhs-it-XXXXXX");
+	if (mkdtemp(s->dir) == NULL)
+		return false;
+	if ((s->port_base = free_port_base(5 + routers + extra_ports)) < 0)
+		return false;
+	port = stack_extra_port(s, routers);
+	if (!args_expand(router_args ? router_args : "", s->dir, port, ra,
+	        sizeof(ra)) ||
+	    !args_expand(
+	        sim_args ? sim_args : "", s->dir, port, sa, sizeof(sa)))
+		return false;
+	setenv("MHS_ROUTER_ARGS", ra, 1);
+	setenv("MHS_SIM_ARGS", sa, 1);
+	snprintf(base, sizeof(base), "%d", s->port_base);
+	snprintf(nrouters, sizeof(nrouters), "%d", routers);
+	snprintf(log, sizeof(log), "%s/run.out", s->dir);
+	if ((s->pid = fork()) == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		setpgid(0, 0);
+		execl("/bin/bash", "bash", MHS_SOURCE_DIR "/scripts/run",
+		    "--dir", s->dir, "--port-base", base, "--routers",
+		    nrouters, "--bin", MHS_BUILD_DIR, (char *) NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 1200; i++) { /* up to 120 s: ASan is slow */
+		int st;
+		if (stack_read_env(s))
+			return true;
+		if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+			fprintf(
+			    stderr, "scripts/run exited early; see %s\n", log);
+			s->pid = 0;
+			return false;
+		}
+		usleep(100000);
+	}
+	fprintf(stderr, "stack.env did not appear in 120 s; see %s\n", log);
+	return false;
+}
