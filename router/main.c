@@ -1,8 +1,10 @@
 /*
  * Design notes: mhs-router's entry point: options, route table, the store
- * client, HTTP probes, and the engine on its own thread; main waits for
- * SIGTERM/SIGINT, then stops the engine (in-flight deliveries are
- * abandoned to lease expiry, never lost) and exits 0.
+ * client, HTTP probes, the inbound listener (when --inbound-listen is
+ * set) and the engine on its own thread; main waits for SIGTERM/SIGINT,
+ * then stops the inbound listener (unanswered responses are retried by
+ * Spine), then the engine (in-flight deliveries are abandoned to lease
+ * expiry, never lost) and exits 0.
  */
 #include <curl/curl.h>
 #include <pthread.h>
@@ -15,6 +17,7 @@
 
 #include "config.h"
 #include "error.h"
+#include "inbound.h"
 #include "log.h"
 #include "probe.h"
 #include "router.h"
@@ -61,6 +64,27 @@ static struct mhs_opt rt_opts[] = {
         "longest cool-down of an open circuit", &rt.cfg.breaker_max_open_ms},
     {"poll-ms", MHS_OPT_INT, "50", 1, 10000,
         "how often an idle router asks for work", &rt.cfg.poll_ms},
+    {"inbound-listen", MHS_OPT_STR, "", 0, 0,
+        "URL for Spine's asynchronous responses (https://127.0.0.1:PORT; "
+        "empty: no inbound listener)",
+        &rt.cfg.inbound_listen},
+    {"inbound-cert", MHS_OPT_STR, "", 0, 0,
+        "inbound listener's server certificate chain (PEM)",
+        &rt.cfg.inbound_cert},
+    {"inbound-key", MHS_OPT_STR, "", 0, 0,
+        "inbound listener's private key (PEM)", &rt.cfg.inbound_key},
+    {"inbound-client-ca", MHS_OPT_STR, "", 0, 0,
+        "CA that Spine's client certificate must verify against; when set "
+        "a client certificate is required",
+        &rt.cfg.inbound_client_ca},
+    {"inbound-workers", MHS_OPT_INT, "4", 1, 64,
+        "threads making the store calls for inbound messages",
+        &rt.cfg.inbound_workers},
+    {"inbound-queue", MHS_OPT_INT, "256", 1, 65536,
+        "inbound messages waiting for a worker before 503",
+        &rt.cfg.inbound_queue},
+    {"inbound-max-body", MHS_OPT_INT, "4194304", 1024, 16777216,
+        "largest inbound request body (bytes)", &rt.cfg.inbound_max_body},
     {"log-level", MHS_OPT_STR, "info", 0, 0, "debug, info, warn or error",
         &rt.cfg.log_level},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
@@ -83,6 +107,23 @@ rt_ready_probe(void *arg, char *why, size_t whylen)
 		return false;
 	}
 	return true;
+}
+
+/* Inbound listener counters: one family, one label per kind. */
+static void
+rt_metrics_inbound(struct mhs_buf *out, const struct rt_stats *s)
+{
+	mhs_buf_printf(out,
+	    "# TYPE mhs_router_inbound_total counter\n"
+	    "mhs_router_inbound_total{kind=\"response\"} %llu\n"
+	    "mhs_router_inbound_total{kind=\"duplicate\"} %llu\n"
+	    "mhs_router_inbound_total{kind=\"unsolicited\"} %llu\n"
+	    "mhs_router_inbound_total{kind=\"ack\"} %llu\n"
+	    "mhs_router_inbound_total{kind=\"error\"} %llu\n"
+	    "mhs_router_inbound_total{kind=\"unavailable\"} %llu\n",
+	    atomic_load(&s->in_responses), atomic_load(&s->in_duplicates),
+	    atomic_load(&s->in_unsolicited), atomic_load(&s->in_acks),
+	    atomic_load(&s->in_errors), atomic_load(&s->in_unavailable));
 }
 
 static void
@@ -111,6 +152,7 @@ rt_metrics_write(void *arg, struct mhs_buf *out)
 	    atomic_load(&s->expired), atomic_load(&s->transport_errors),
 	    atomic_load(&s->report_errors), atomic_load(&s->circuit_refused),
 	    atomic_load(&s->in_flight));
+	rt_metrics_inbound(out, s);
 }
 
 static void *
@@ -124,6 +166,7 @@ int
 main(int argc, char **argv)
 {
 	struct mhs_probe *probe = NULL;
+	struct rt_inbound *inbound = NULL;
 	pthread_t engine;
 	sigset_t set;
 	int rv, level, sig;
@@ -167,12 +210,19 @@ main(int argc, char **argv)
 		    rt.cfg.http, mhs_strerror(rv));
 		return 1;
 	}
+	if (rt.cfg.inbound_listen[0] != '\0' &&
+	    (rv = rt_inbound_start(&inbound, &rt)) != 0) {
+		fprintf(stderr, "mhs-router: inbound listener %s: %s\n",
+		    rt.cfg.inbound_listen, mhs_strerror(rv));
+		return rv == MHS_EINVAL ? 2 : 1;
+	}
 	pthread_create(&engine, NULL, rt_engine_main, &rt);
 	mhs_info("started", "mhs-router %s (%s) delivering to %s", MHS_VERSION,
 	    rt.cfg.consumer, rt.cfg.spine_url);
 	sigwait(&set, &sig);
 	mhs_info("stopping", "signal %d", sig);
 	atomic_store(&rt.stopping, true);
+	rt_inbound_stop(inbound);
 	pthread_join(engine, NULL);
 	mhs_probe_close(probe);
 	mhs_client_close(rt.store);

@@ -8,6 +8,9 @@
  *
  * Threads: one engine thread does everything above (store calls are
  * short, bounded RPCs over ipc); the HTTP probe server reads atomics.
+ * The inbound listener (inbound.h), when configured, takes Spine's
+ * asynchronous responses on nng's HTTP threads and hands them to worker
+ * threads of its own; it shares only cfg (read-only) and stats (atomics).
  */
 #ifndef MHS_ROUTER_H
 #define MHS_ROUTER_H
@@ -37,12 +40,24 @@ struct rt_config {
 	long long breaker_failures;
 	long long breaker_open_ms;
 	long long breaker_max_open_ms;
+	char *inbound_listen; /* "": no inbound listener */
+	char *inbound_cert;
+	char *inbound_key;
+	char *inbound_client_ca;
+	long long inbound_workers;
+	long long inbound_queue;
+	long long inbound_max_body;
 };
 
 struct rt_stats {
 	atomic_ullong attempts, delivered, retried, failed, expired;
 	atomic_ullong transport_errors, report_errors, circuit_refused;
 	atomic_uint in_flight;
+	/* inbound listener: responses stored, repeats acknowledged again,
+	 * unsolicited dead-lettered, Spine acks ignored, malformed (500),
+	 * unavailable (503: queue full or store unreachable) */
+	atomic_ullong in_responses, in_duplicates, in_unsolicited, in_acks;
+	atomic_ullong in_errors, in_unavailable;
 };
 
 struct router {

@@ -50,6 +50,8 @@ struct mhs_ebxml_msg {
 	const char *payload_content_type;
 	const void *payload;
 	size_t payload_len;
+	/* eb:RefToMessageId, on responses only; NULL or "": none */
+	const char *ref_to_message_id;
 };
 
 /*
@@ -57,10 +59,12 @@ struct mhs_ebxml_msg {
  * §1-2 into body (reset first; the caller owns and frees it), the
  * Content-Type header value into content_type and the SOAPAction value
  * (service/interaction) into soap_action. Every field except the payload
- * must be non-empty UTF-8 without control characters; message_id, service
- * and interaction must also be header-safe. Returns 0, MHS_EINVAL (bad
- * field, or a payload containing the MIME delimiter), MHS_ETOOBIG (ctlen
- * or salen too small) or MHS_ENOMEM.
+ * and ref_to_message_id must be non-empty UTF-8 without control
+ * characters; message_id, service, interaction and (when set)
+ * ref_to_message_id must also be header-safe tokens. ref_to_message_id
+ * is written in eb:MessageData after eb:Timestamp (SPINE-EBXML.md §2).
+ * Returns 0, MHS_EINVAL (bad field, or a payload containing the MIME
+ * delimiter), MHS_ETOOBIG (ctlen or salen too small) or MHS_ENOMEM.
  */
 int mhs_ebxml_build(const struct mhs_ebxml_msg *m, struct mhs_buf *body,
     char *content_type, size_t ctlen, char *soap_action, size_t salen);
@@ -151,5 +155,15 @@ int mhs_ebxml_build_soap_fault(
  */
 bool mhs_ebxml_soap_action_eq(
     const char *header, const char *service, const char *action);
+
+/*
+ * mhs_ebxml_hl7_prescription_id copies the short-form prescription ID of
+ * an HL7 v3 payload (the extension of the first element whose root is
+ * the EPS prescription-ID OID 2.16.840.1.113883.2.1.3.2.4.18.8) into out.
+ * Returns 0, MHS_ENOTFOUND (none), MHS_EINVAL (not well-formed XML) or
+ * MHS_ETOOBIG (payload over MHS_EBXML_MAX_ENVELOPE, or out too small).
+ */
+int mhs_ebxml_hl7_prescription_id(
+    const void *payload, size_t len, char *out, size_t cap);
 
 #endif /* MHS_EBXML_H */

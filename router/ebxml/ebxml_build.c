@@ -63,6 +63,10 @@ msg_fields_ok(const struct mhs_ebxml_msg *m)
 			return false;
 	if (strlen(m->message_id != NULL ? m->message_id : "") > 63)
 		return false;
+	if (m->ref_to_message_id != NULL && m->ref_to_message_id[0] != '\0' &&
+	    (strlen(m->ref_to_message_id) > 63 ||
+	        !ebxml_token_ok(m->ref_to_message_id)))
+		return false;
 	if (!ebxml_token_ok(m->message_id) || !ebxml_token_ok(m->service) ||
 	    !ebxml_token_ok(m->interaction))
 		return false;
@@ -92,6 +96,8 @@ put_msg_header(struct mhs_buf *b, const struct mhs_ebxml_msg *m)
 	mhs_buf_puts(b, "   <eb:MessageData>" CRLF);
 	put_elem(b, "    ", "eb:MessageId", m->message_id);
 	put_elem(b, "    ", "eb:Timestamp", ts);
+	if (m->ref_to_message_id != NULL && m->ref_to_message_id[0] != '\0')
+		put_elem(b, "    ", "eb:RefToMessageId", m->ref_to_message_id);
 	mhs_buf_puts(b, "   </eb:MessageData>" CRLF);
 	if (m->duplicate_elimination)
 		mhs_buf_puts(b, "   <eb:DuplicateElimination/>" CRLF);

@@ -240,6 +240,44 @@ Test(ebxml_build, roundtrip_escapes_every_value)
 	mhs_buf_fini(&b);
 }
 
+Test(ebxml_build, response_carries_ref_to_message_id_after_timestamp)
+{
+	static const char ref[] = "AAAAAAAA-0000-4000-8000-0000000000FF";
+	struct mhs_ebxml_msg m = reliable_msg();
+	struct mhs_ebxml_request r;
+	struct mhs_buf b = MHS_BUF_INIT;
+	char ct[256], sa[256], why[128];
+	const char *ts, *rf, *end;
+
+	/* Absent by default: requests carry no RefToMessageId. */
+	build_ok(&m, &b, ct, sizeof(ct));
+	cr_assert_null(strstr(b.data, "RefToMessageId"));
+	/* SPINE-EBXML.md §2: in eb:MessageData, after eb:Timestamp. */
+	m.ref_to_message_id = ref;
+	build_ok(&m, &b, ct, sizeof(ct));
+	ts = strstr(b.data, "<eb:Timestamp>");
+	rf = strstr(b.data,
+	    "<eb:RefToMessageId>"
+	    "AAAAAAAA-0000-4000-8000-"
+	    "0000000000FF</eb:RefToMessageId>");
+	end = strstr(b.data, "</eb:MessageData>");
+	cr_assert(ts != NULL && rf != NULL && end != NULL);
+	cr_assert(ts < rf && rf < end);
+	cr_assert_eq(
+	    mhs_ebxml_parse_request(ct, b.data, b.len, &r, why, sizeof(why)),
+	    0, "%s", why);
+	cr_assert_str_eq(r.ref_to_message_id, ref);
+	cr_assert_str_eq(r.message_id, MSG_ID);
+	/* A RefToMessageId that could inject markup or headers is refused. */
+	m.ref_to_message_id = "A<B>";
+	cr_assert_eq(mhs_ebxml_build(&m, &b, ct, sizeof(ct), sa, sizeof(sa)),
+	    MHS_EINVAL);
+	m.ref_to_message_id = "A\r\nX: y";
+	cr_assert_eq(mhs_ebxml_build(&m, &b, ct, sizeof(ct), sa, sizeof(sa)),
+	    MHS_EINVAL);
+	mhs_buf_fini(&b);
+}
+
 Test(ebxml_build, express_pattern_omits_reliability_elements)
 {
 	struct mhs_ebxml_msg m = reliable_msg();
@@ -910,4 +948,56 @@ Test(ebxml_parse, soap_action_forms)
 	cr_assert(!mhs_ebxml_soap_action_eq("ebXML", svc, act));
 	cr_assert(!mhs_ebxml_soap_action_eq(NULL, svc, act));
 	cr_assert(!mhs_ebxml_soap_action_eq("\"", svc, act));
+}
+
+/* ---- ebxml_hl7: the prescription ID of a new prescription ---- */
+
+#define RX_OID "2.16.840.1.113883.2.1.3.2.4.18.8"
+
+static int
+rx_of(const char *xml, char *out, size_t cap)
+{
+	return mhs_ebxml_hl7_prescription_id(xml, strlen(xml), out, cap);
+}
+
+Test(ebxml_hl7, prescription_id_is_read_from_its_oid)
+{
+	char rx[32];
+
+	cr_assert_eq(rx_of("<PORX_IN020101SM31 xmlns=\"urn:hl7-org:v3\">"
+	                   "<ParentPrescription><id root=\"1.2.3\" "
+	                   "extension=\"x\"/><pertinentInformation1>"
+	                   "<pertinentPrescription><id root=\"" RX_OID
+	                   "\" extension=\"04F4C2-A99968-7F717P\"/>"
+	                   "</pertinentPrescription></pertinentInformation1>"
+	                   "</ParentPrescription></PORX_IN020101SM31>",
+	                 rx, sizeof(rx)),
+	    0);
+	cr_assert_str_eq(rx, "04F4C2-A99968-7F717P");
+}
+
+Test(ebxml_hl7, absent_malformed_or_hostile_payloads_give_none)
+{
+	char rx[32];
+
+	cr_assert_eq(rx_of("<a xmlns=\"urn:hl7-org:v3\"><id root=\"1\"/></a>",
+	                 rx, sizeof(rx)),
+	    MHS_ENOTFOUND);
+	cr_assert_str_eq(rx, "");
+	cr_assert_eq(rx_of("<a><id root=\"" RX_OID "\"/></a>", rx, sizeof(rx)),
+	    MHS_ENOTFOUND);
+	cr_assert_eq(rx_of("<a><id root=\"" RX_OID "\" extension=\"x\">", rx,
+	                 sizeof(rx)),
+	    MHS_EINVAL);
+	cr_assert_eq(
+	    rx_of("<!DOCTYPE a [<!ENTITY e \"X\">]><a><id root=\"" RX_OID
+	          "\" extension=\"&e;\"/></a>",
+	        rx, sizeof(rx)),
+	    MHS_EINVAL);
+	cr_assert_eq(mhs_ebxml_hl7_prescription_id(NULL, 0, rx, sizeof(rx)),
+	    MHS_ENOTFOUND);
+	cr_assert_eq(rx_of("<a><id root=\"" RX_OID
+	                   "\" extension=\"0123456789ABCDEF0123456789\"/></a>",
+	                 rx, 8),
+	    MHS_ETOOBIG);
 }

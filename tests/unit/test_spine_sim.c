@@ -36,6 +36,7 @@ static struct {
 	char dir[64];
 	char base[64]; /* https://127.0.0.1:PORT */
 	pid_t pid;
+	bool respond; /* send async responses to the sim itself */
 } fx;
 
 /* ---- fixture ---- */
@@ -165,8 +166,9 @@ http(const char *method, const char *path, const char *json, struct reply *r)
 static void
 sim_start(void)
 {
-	char listen[64], cert[96], key[96], ca[96], logf[96];
-	char *argv[16] = {MHS_SPINE_SIM_BIN, "--listen", listen, "--cert",
+	char listen[64], cert[96], key[96], ca[96], logf[96], ccert[96];
+	char ckey[96];
+	char *argv[32] = {MHS_SPINE_SIM_BIN, "--listen", listen, "--cert",
 	    cert, "--key", key, "--client-ca", ca, "--log-level", "warn"};
 	posix_spawn_file_actions_t fa;
 	int64_t deadline;
@@ -179,6 +181,14 @@ sim_start(void)
 	snprintf(key, sizeof(key), "%s/server.key", fx.dir);
 	snprintf(ca, sizeof(ca), "%s/ca.pem", fx.dir);
 	snprintf(logf, sizeof(logf), "%s/sim.log", fx.dir);
+	snprintf(ccert, sizeof(ccert), "%s/client.pem", fx.dir);
+	snprintf(ckey, sizeof(ckey), "%s/client.key", fx.dir);
+	if (fx.respond) { /* the sim answers its own responses: 202 + ack */
+		char *more[] = {"--respond-url", fx.base, "--respond-cert",
+		    ccert, "--respond-key", ckey, "--respond-ca", ca,
+		    "--respond-delay-ms", "50", NULL};
+		memcpy(argv + 11, more, sizeof(more));
+	}
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(
 	    &fa, 2, logf, O_WRONLY | O_CREAT | O_APPEND, 0600);
@@ -713,4 +723,156 @@ Test(spine_sim_json, oversized_document_is_refused)
 	cr_assert_eq(
 	    sim_config_patch(&c, big, n, err, sizeof(err)), MHS_EINVAL);
 	free(big);
+}
+
+/* ---- Spine's duplicate-prescription rule ---- */
+
+#define RX_OID "2.16.840.1.113883.2.1.3.2.4.18.8"
+
+static enum mhs_ebxml_verdict
+post_rx(const char *id, const char *rx, struct reply *r)
+{
+	struct mhs_ebxml_msg m = msg(id, true);
+	char payload[300];
+
+	snprintf(payload, sizeof(payload),
+	    "<PORX_IN020101SM31 "
+	    "xmlns=\"urn:hl7-org:v3\"><pertinentPrescription>"
+	    "<id root=\"" RX_OID
+	    "\" extension=\"%s\"/></pertinentPrescription>"
+	    "</PORX_IN020101SM31>",
+	    rx);
+	m.payload = payload;
+	m.payload_len = strlen(payload);
+	return post(&m, NULL, r);
+}
+
+Test(spine_sim, same_prescription_id_under_a_new_message_id_is_refused)
+{
+	struct reply r;
+
+	cr_assert_eq(
+	    post_rx(ID1, "04F4C2-A99968-7F717P", &r), MHS_EBXML_DELIVERED);
+	mhs_buf_fini(&r.body);
+	/* A replay (same MessageId) is not a duplicate prescription. */
+	cr_assert_eq(
+	    post_rx(ID1, "04F4C2-A99968-7F717P", &r), MHS_EBXML_DELIVERED);
+	mhs_buf_fini(&r.body);
+	cr_assert_eq(post_rx("AAAAAAAA-0000-4000-8000-000000000003",
+	                 "04F4C2-A99968-7F717P", &r),
+	    MHS_EBXML_FAILED);
+	cr_assert_eq(r.status, 500);
+	cr_assert_not_null(strstr(r.body.data,
+	    "Duplicate prescription ID "
+	    "04F4C2-A99968-7F717P"));
+	mhs_buf_fini(&r.body);
+	cr_assert_eq(post_rx("AAAAAAAA-0000-4000-8000-000000000004",
+	                 "A0B1C2-A99968-00001X", &r),
+	    MHS_EBXML_DELIVERED);
+	mhs_buf_fini(&r.body);
+}
+
+/* ---- spine_sim_respond: asynchronous responses to release requests,
+ * sent to the simulator itself (which acknowledges any ebXML) ---- */
+
+static void
+respond_setup(void)
+{
+	fx.respond = true;
+	sim_setup();
+}
+
+TestSuite(spine_sim_respond, .init = respond_setup, .fini = sim_teardown,
+    .timeout = 90);
+
+static enum mhs_ebxml_verdict
+post_action(const char *id, const char *action, struct reply *r)
+{
+	struct mhs_ebxml_msg m = msg(id, true);
+
+	m.interaction = action;
+	return post(&m, NULL, r);
+}
+
+/* The value of "key":N in GET /_sim/stats. */
+static long
+stat_of(const char *key)
+{
+	struct reply r;
+	char k[64];
+	const char *p;
+	long v = -1;
+
+	http("GET", "/_sim/stats", NULL, &r);
+	cr_assert_eq(r.status, 200);
+	snprintf(k, sizeof(k), "\"%s\":", key);
+	if ((p = strstr(r.body.data, k)) != NULL)
+		v = atol(p + strlen(k));
+	mhs_buf_fini(&r.body);
+	return v;
+}
+
+/* Waits (bounded) until stat key reaches want. */
+static bool
+stat_reaches(const char *key, long want)
+{
+	for (int64_t end = mhs_mono_ms() + 10000; mhs_mono_ms() < end;
+	     usleep(20000))
+		if (stat_of(key) >= want)
+			return true;
+	return false;
+}
+
+/* The deliveries of the response entry (PORX_IN070101UK31), or -1. */
+static int
+response_deliveries(void)
+{
+	struct reply r;
+	const char *p;
+	int n = -1;
+
+	http("GET", "/_sim/messages", NULL, &r);
+	p = strstr(r.body.data, "\"interaction_id\":\"PORX_IN070101UK31\"");
+	if (p != NULL)
+		n = atoi(strstr(p, "\"deliveries\":") + 13);
+	mhs_buf_fini(&r.body);
+	return n;
+}
+
+Test(spine_sim_respond, release_request_gets_one_async_response)
+{
+	struct reply r;
+
+	cr_assert_eq(
+	    post_action(ID1, "PORX_IN060102SM30", &r), MHS_EBXML_DELIVERED);
+	mhs_buf_fini(&r.body);
+	/* A replay is acknowledged again but answered only once. */
+	cr_assert_eq(
+	    post_action(ID1, "PORX_IN060102SM30", &r), MHS_EBXML_DELIVERED);
+	mhs_buf_fini(&r.body);
+	cr_assert(stat_reaches("acked", 1), "no response acknowledged");
+	cr_assert_eq(stat_of("queued"), 1);
+	cr_assert_eq(stat_of("failed"), 0);
+	cr_assert_eq(response_deliveries(), 1);
+	/* Other interactions get no response. */
+	cr_assert_eq(post_action("AAAAAAAA-0000-4000-8000-000000000002",
+	                 "PORX_IN080101SM31", &r),
+	    MHS_EBXML_DELIVERED);
+	mhs_buf_fini(&r.body);
+	cr_assert_eq(stat_of("queued"), 1);
+}
+
+Test(spine_sim_respond, magic_id_gets_its_response_twice)
+{
+	struct reply r;
+
+	cr_assert_eq(post_action("FFFFFFD2-0000-4000-8000-000000000001",
+	                 "PORX_IN132004SM30", &r),
+	    MHS_EBXML_DELIVERED);
+	mhs_buf_fini(&r.body);
+	cr_assert(stat_reaches("acked", 2), "the response was not sent twice");
+	/* Both copies carry the same inbound MessageId: one entry, two
+	 * deliveries (the second a replay to the receiver). */
+	cr_assert_eq(response_deliveries(), 2);
+	cr_assert_eq(stat_of("queued"), 1);
 }

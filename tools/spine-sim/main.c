@@ -4,11 +4,13 @@
  * before nng starts its threads and taken by sigwait() on the main
  * thread, so no handler runs in signal context. Stop order: stop the
  * server (no new requests, connections closed), wait for delayed replies
- * to fire, release the server, free the state. Exit codes: 0 after a
+ * to fire, release the server, stop the response sender (responses not
+ * yet sent are dropped), free the state. Exit codes: 0 after a
  * signal (or --help/--version), 1 when it cannot serve, 2 on bad options.
  * The private key is read into memory only long enough to hand to nng,
  * then wiped.
  */
+#include <curl/curl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,7 +34,10 @@
 
 static char *opt_listen, *opt_cert, *opt_key, *opt_client_ca, *opt_fault;
 static char *opt_log_level;
+static char *opt_respond_url, *opt_respond_cert, *opt_respond_key;
+static char *opt_respond_ca;
 static long long opt_fail_rate, opt_latency, opt_error_status, opt_max_msgs;
+static long long opt_respond_delay, opt_respond_retries, opt_respond_max;
 static bool opt_down;
 
 static struct mhs_opt sim_opts[] = {
@@ -57,6 +62,29 @@ static struct mhs_opt sim_opts[] = {
         "HTTP status of ebXML ErrorLists: 500 or 200", &opt_error_status},
     {"max-messages", MHS_OPT_INT, "10000000", 1, 100000000,
         "MessageIds remembered before answering 503", &opt_max_msgs},
+    {"respond-url", MHS_OPT_STR, "", 0, 0,
+        "where asynchronous responses to release requests go: the "
+        "router's inbound listener (comma-separated URLs are tried in "
+        "turn; empty: no responses)",
+        &opt_respond_url},
+    {"respond-cert", MHS_OPT_STR, "", 0, 0,
+        "client certificate (PEM) presented to --respond-url",
+        &opt_respond_cert},
+    {"respond-key", MHS_OPT_STR, "", 0, 0, "its private key (PEM)",
+        &opt_respond_key},
+    {"respond-ca", MHS_OPT_STR, "", 0, 0,
+        "CA that --respond-url's certificate must verify against",
+        &opt_respond_ca},
+    {"respond-delay-ms", MHS_OPT_INT, "200", 0, SIM_LATENCY_MAX,
+        "delay between acknowledging a release request and sending its "
+        "response",
+        &opt_respond_delay},
+    {"respond-retries", MHS_OPT_INT, "5", 0, 100,
+        "resends of a response not answered 202 (doubling backoff)",
+        &opt_respond_retries},
+    {"respond-max-pending", MHS_OPT_INT, "10000", 1, 1000000,
+        "responses waiting to be sent before new ones are dropped",
+        &opt_respond_max},
     {"log-level", MHS_OPT_STR, "info", 0, 0, "debug|info|warn|error",
         &opt_log_level},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
@@ -210,6 +238,9 @@ options_ok(struct sim_config *cfg)
 		    "for https");
 	else if (!https && opt_client_ca[0] != '\0')
 		snprintf(err, sizeof(err), "--client-ca needs https");
+	else if ((opt_respond_cert[0] != '\0') != (opt_respond_key[0] != '\0'))
+		snprintf(err, sizeof(err),
+		    "--respond-cert and --respond-key go together");
 	else if (sim_config_check(cfg, err, sizeof(err)) != 0)
 		; /* err says which */
 	else
@@ -232,7 +263,30 @@ sim_init(struct sim *s, const struct sim_config *cfg)
 	atomic_init(&s->pending, 0);
 	if (pthread_mutex_init(&s->mtx, NULL) != 0)
 		return MHS_ENOMEM;
-	return sim_table_init(&s->table, (size_t) opt_max_msgs);
+	if (sim_table_init(&s->table, (size_t) opt_max_msgs) != 0 ||
+	    sim_table_init(&s->rx, (size_t) opt_max_msgs) != 0)
+		return MHS_ENOMEM;
+	return 0;
+}
+
+/* Starts the response sender when --respond-url is set. */
+static int
+responder_start(struct sim *s)
+{
+	struct sim_respond_opts o = {opt_respond_url, opt_respond_cert,
+	    opt_respond_key, opt_respond_ca, (int) opt_respond_delay,
+	    (int) opt_respond_retries, (int) opt_respond_max};
+
+	if (opt_respond_url[0] == '\0')
+		return 0;
+	if (sim_respond_start(&s->resp, &o) != 0) {
+		mhs_error("sim_respond", "cannot start responses to %s",
+		    opt_respond_url);
+		return MHS_EINVAL;
+	}
+	mhs_info("sim_respond", "release responses go to %s after %lld ms",
+	    opt_respond_url, opt_respond_delay);
+	return 0;
 }
 
 /* Waits (bounded) for replies still sleeping out their latency. */
@@ -267,8 +321,9 @@ main(int argc, char **argv)
 	if (!options_ok(&cfg))
 		return 2;
 	mhs_log_init("spine-sim", mhs_log_level_parse(opt_log_level));
+	curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread */
 	if ((s = malloc(sizeof(*s))) == NULL || sim_init(s, &cfg) != 0 ||
-	    server_start(s, &srv) != 0)
+	    responder_start(s) != 0 || server_start(s, &srv) != 0)
 		return 1;
 	mhs_info("sim_listening", "serving %s (client certificate %s)",
 	    opt_listen, opt_client_ca[0] != '\0' ? "required" : "not asked");
@@ -277,7 +332,10 @@ main(int argc, char **argv)
 	nng_http_server_stop(srv);
 	sim_drain(s);
 	nng_http_server_release(srv);
+	sim_respond_stop(s->resp);
+	curl_global_cleanup();
 	sim_table_fini(&s->table);
+	sim_table_fini(&s->rx);
 	pthread_mutex_destroy(&s->mtx);
 	free(s);
 	return 0;

@@ -13,7 +13,13 @@
  * Magic MessageIds (case-insensitive prefixes), for deterministic tests:
  *   FFFFFFF2-...  a retriable SOAP fault (code 206) on its first two
  *                 deliveries, then acknowledged;
- *   FFFFFFFE-...  always a permanent ebXML ErrorList (DeliveryFailure).
+ *   FFFFFFFE-...  always a permanent ebXML ErrorList (DeliveryFailure);
+ *   FFFFFFD2-...  (a release request) its asynchronous response is sent
+ *                 twice under one inbound MessageId.
+ *
+ * Asynchronous responses (sim_respond.c): the first acknowledgement of a
+ * release request queues Spine's business response for the sender thread,
+ * which POSTs it to --respond-url; nng's threads never send.
  */
 #ifndef MHS_SPINE_SIM_H
 #define MHS_SPINE_SIM_H
@@ -26,10 +32,15 @@
 
 #include "buf.h"
 
-#define SIM_MAGIC_RETRY2 "FFFFFFF2-"
-#define SIM_MAGIC_PERM   "FFFFFFFE-"
-#define SIM_LATENCY_MAX  600000 /* ms */
-#define SIM_CONFIG_MAX   4096   /* bytes of a PUT /_sim/config body */
+#define SIM_MAGIC_RETRY2   "FFFFFFF2-"
+#define SIM_MAGIC_PERM     "FFFFFFFE-"
+#define SIM_MAGIC_RESPOND2 "FFFFFFD2-"
+/* eb:Action of the asynchronous response to a release request. */
+#define SIM_RESPONSE_ACTION "PORX_IN070101UK31"
+/* eb:Action of a new prescription (the duplicate-prescription rule). */
+#define SIM_NEW_PRESCRIPTION "PORX_IN020101SM31"
+#define SIM_LATENCY_MAX      600000 /* ms */
+#define SIM_CONFIG_MAX       4096   /* bytes of a PUT /_sim/config body */
 
 enum sim_fault {
 	SIM_FAULT_RETRIABLE, /* 500 + SOAP fault, NHS code 206 */
@@ -69,12 +80,20 @@ struct sim_table {
 	size_t nslots;   /* power of two, kept at most half full */
 };
 
+struct sim_responder;
+
 struct sim {
 	pthread_mutex_t mtx;
 	struct sim_config cfg;
 	struct sim_table table;
+	/* prescription ID -> MessageId of the new prescription that first
+	 * carried it (entries reuse sim_msg: id = prescription ID,
+	 * interaction = that MessageId) */
+	struct sim_table rx;
 	uint64_t rng;
 	atomic_int pending;
+	atomic_ullong posts, down_refused; /* GET /_sim/stats */
+	struct sim_responder *resp;        /* NULL: no --respond-url */
 };
 
 /* ---- sim_table.c: the message table (caller holds sim->mtx) ---- */
@@ -120,8 +139,53 @@ struct nng_http_server;
 /* Registers the ebXML (POST, any path) and /_sim handlers on server. */
 int sim_http_register(struct sim *s, struct nng_http_server *server);
 
-/* Decides the outcome of one delivery of id (holds sim->mtx briefly). */
-enum sim_outcome sim_deliver(
-    struct sim *s, const char *id, const char *interaction, int *err);
+/* One delivery, as sim_deliver sees it. */
+struct sim_delivery {
+	const char *id;          /* MessageId, upper-cased */
+	const char *interaction; /* eb:Action */
+	bool refuse;             /* Spine's own rule refused it: permanent */
+	bool first_ack;          /* out: the message's first acknowledgement */
+};
+
+/* Records delivery d and decides its outcome (holds sim->mtx briefly). */
+enum sim_outcome sim_deliver(struct sim *s, struct sim_delivery *d, int *err);
+
+/*
+ * sim_rx_claim records prescription ID rx as first sent by MessageId id.
+ * Returns true when rx is new or was first sent by id itself (a replay);
+ * false, with that MessageId in first, for a duplicate prescription.
+ * Holds sim->mtx briefly.
+ */
+bool sim_rx_claim(
+    struct sim *s, const char *rx, const char *id, char first[64], int *err);
+
+/* ---- sim_respond.c: asynchronous business responses ---- */
+
+struct mhs_ebxml_request;
+
+struct sim_respond_opts {
+	const char *urls;       /* comma-separated; tried in turn */
+	const char *cert, *key; /* client certificate ("": none) */
+	const char *ca;         /* CA for the receiver ("": system's) */
+	int delay_ms, retries, max_pending;
+};
+
+/* Starts the sender thread; *rp belongs to the caller (stop it). */
+int sim_respond_start(
+    struct sim_responder **rp, const struct sim_respond_opts *o);
+
+/* Stops the sender (responses still queued are dropped); NULL is fine. */
+void sim_respond_stop(struct sim_responder *r);
+
+/* Does a request with this eb:Action get an asynchronous response? */
+bool sim_respond_wanted(const char *action);
+
+/* Queues the response to release request req (r may be NULL: none).
+ * Never blocks and never sends: safe on nng's threads. */
+void sim_respond_queue(
+    struct sim_responder *r, const struct mhs_ebxml_request *req);
+
+/* Appends "responses":{...} (or null) for GET /_sim/stats. */
+void sim_respond_stats_json(struct sim_responder *r, struct mhs_buf *out);
 
 #endif /* MHS_SPINE_SIM_H */

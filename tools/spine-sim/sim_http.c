@@ -4,8 +4,13 @@
  *    it (SPINE-EBXML.md §1-2), record it, pick the outcome (magic ids,
  *    then fail_rate), answer as Spine would (§3-4) with exactly
  *    "Content-Type: text/xml".
- *  - /_sim/messages (GET, DELETE) and /_sim/config (GET, PUT): test
- *    control, JSON, never delayed or failed.
+ *    Spine's rules: a repeated MessageId is a replay (acknowledged
+ *    again); a new prescription repeating another MessageId's
+ *    prescription ID is refused (ErrorList). The first acknowledgement
+ *    of a release request queues Spine's asynchronous response
+ *    (sim_respond.c), sent later from a thread of its own.
+ *  - /_sim/messages (GET, DELETE), /_sim/config (GET, PUT) and
+ *    /_sim/stats (GET): test control, JSON, never delayed or failed.
  * Callbacks run on nng's threads and never block: sim->mtx is held only
  * for table and config updates, and a reply delayed by latency_ms waits
  * on a sleep aio of its own. "drop" and "down" are answered without an
@@ -14,6 +19,7 @@
  * Payloads are never logged; MessageIds and reasons are.
  */
 #include <ctype.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,20 +214,41 @@ outcome_pick(struct sim *s, const struct sim_msg *m)
 }
 
 enum sim_outcome
-sim_deliver(struct sim *s, const char *id, const char *interaction, int *err)
+sim_deliver(struct sim *s, struct sim_delivery *d, int *err)
 {
 	struct sim_msg *m;
 	enum sim_outcome o = SIM_OUT_ACK;
 
+	d->first_ack = false;
 	pthread_mutex_lock(&s->mtx);
-	if ((m = sim_table_get(&s->table, id, interaction, err)) != NULL) {
+	if ((m = sim_table_get(&s->table, d->id, d->interaction, err)) !=
+	    NULL) {
 		m->deliveries++;
-		o = m->last = outcome_pick(s, m);
+		o = m->last =
+		    d->refuse ? SIM_OUT_PERMANENT : outcome_pick(s, m);
 		if (o == SIM_OUT_ACK)
-			m->acks++;
+			d->first_ack = ++m->acks == 1;
 	}
 	pthread_mutex_unlock(&s->mtx);
 	return o;
+}
+
+bool
+sim_rx_claim(
+    struct sim *s, const char *rx, const char *id, char first[64], int *err)
+{
+	struct sim_msg *m;
+	bool ok = true;
+
+	pthread_mutex_lock(&s->mtx);
+	/* A new entry takes id as its "interaction": the first sender. */
+	if ((m = sim_table_get(&s->rx, rx, id, err)) != NULL &&
+	    strcmp(m->interaction, id) != 0) {
+		snprintf(first, 64, "%s", m->interaction);
+		ok = false;
+	}
+	pthread_mutex_unlock(&s->mtx);
+	return ok;
 }
 
 /* An ebXML ErrorList; a closed connection if it cannot be built. */
@@ -290,6 +317,31 @@ request_check(nng_http_req *req, const struct mhs_ebxml_request *r, char *why,
 	return NULL;
 }
 
+/*
+ * rx_duplicate applies Spine's duplicate-prescription rule: a new
+ * prescription whose prescription ID an earlier new prescription (another
+ * MessageId) already carried is refused, with why saying so. A replay of
+ * the same MessageId is not a duplicate prescription.
+ */
+static bool
+rx_duplicate(struct sim *s, const struct mhs_ebxml_request *r, const char *id,
+    char *why, size_t len)
+{
+	char rx[64], first[64];
+	int err = 0;
+
+	if (strcmp(r->action, SIM_NEW_PRESCRIPTION) != 0 ||
+	    mhs_ebxml_hl7_prescription_id(
+	        r->payload, r->payload_len, rx, sizeof(rx)) != 0 ||
+	    sim_rx_claim(s, rx, id, first, &err))
+		return false;
+	snprintf(why, len,
+	    "Duplicate prescription ID %.24s (first sent as %.40s)", rx,
+	    first);
+	mhs_log(MHS_LOG_INFO, id, "sim_duplicate_prescription", "%s", why);
+	return true;
+}
+
 static void
 upper(char *dst, const char *src, size_t cap)
 {
@@ -300,6 +352,24 @@ upper(char *dst, const char *src, size_t cap)
 	dst[i] = '\0';
 }
 
+/* answer_outcome answers outcome o; refused: the rule that refused it. */
+static void
+answer_outcome(struct sim_answer *a, const struct sim_config *cfg,
+    const struct mhs_ebxml_request *r, enum sim_outcome o, const char *refused)
+{
+	if (o == SIM_OUT_ACK)
+		answer_ack(a, r);
+	else if (o == SIM_OUT_RETRIABLE)
+		answer_fault(a);
+	else if (o == SIM_OUT_PERMANENT && refused != NULL)
+		answer_error(a, cfg, r, "Inconsistent", refused);
+	else if (o == SIM_OUT_PERMANENT)
+		answer_error(a, cfg, r, "DeliveryFailure",
+		    "Simulated permanent failure (spine-sim)");
+	else
+		a->status = 0; /* drop */
+}
+
 /* The answer to one delivery, as Spine would give it. */
 static void
 ebxml_answer(struct sim *s, nng_http_req *req, const struct sim_config *cfg,
@@ -308,6 +378,7 @@ ebxml_answer(struct sim *s, nng_http_req *req, const struct sim_config *cfg,
 	struct mhs_ebxml_request r;
 	const char *code, *ct = nng_http_req_get_header(req, "Content-Type");
 	char why[160], id[64];
+	struct sim_delivery d;
 	enum sim_outcome o;
 	void *body;
 	size_t len;
@@ -327,7 +398,9 @@ ebxml_answer(struct sim *s, nng_http_req *req, const struct sim_config *cfg,
 		return;
 	}
 	upper(id, r.message_id, sizeof(id));
-	o = sim_deliver(s, id, r.action, &err);
+	d = (struct sim_delivery) {id, r.action, false, false};
+	d.refuse = rx_duplicate(s, &r, id, why, sizeof(why));
+	o = sim_deliver(s, &d, &err);
 	if (err != 0) {
 		mhs_error("sim_table", "cannot record %s: %s", id,
 		    mhs_strerror(err));
@@ -336,15 +409,11 @@ ebxml_answer(struct sim *s, nng_http_req *req, const struct sim_config *cfg,
 	}
 	mhs_log(MHS_LOG_DEBUG, id, "sim_delivery", "action=%s outcome=%s",
 	    r.action, sim_outcome_name(o));
-	if (o == SIM_OUT_ACK)
-		answer_ack(a, &r);
-	else if (o == SIM_OUT_RETRIABLE)
-		answer_fault(a);
-	else if (o == SIM_OUT_PERMANENT)
-		answer_error(a, cfg, &r, "DeliveryFailure",
-		    "Simulated permanent failure (spine-sim)");
-	else
-		a->status = 0; /* drop */
+	answer_outcome(a, cfg, &r, o, d.refuse ? why : NULL);
+	/* Spine answers a release request later, as a message of its own;
+	 * a replay (not the first ack) was answered already. */
+	if (o == SIM_OUT_ACK && d.first_ack && sim_respond_wanted(r.action))
+		sim_respond_queue(s->resp, &r);
 }
 
 static void
@@ -356,9 +425,11 @@ sim_post_cb(nng_aio *aio)
 	struct sim_config cfg;
 
 	config_get(s, &cfg);
-	if (cfg.down)
+	atomic_fetch_add(&s->posts, 1);
+	if (cfg.down) {
+		atomic_fetch_add(&s->down_refused, 1);
 		answer_text(&a, 503, "text/plain", "spine-sim is down\n");
-	else
+	} else
 		ebxml_answer(s, req, &cfg, &a);
 	reply_send(s, aio, &a, cfg.latency_ms);
 }
@@ -404,6 +475,7 @@ admin_messages(struct sim *s, const char *method, struct sim_answer *a)
 	pthread_mutex_lock(&s->mtx);
 	n = s->table.n;
 	sim_table_clear(&s->table);
+	sim_table_clear(&s->rx);
 	pthread_mutex_unlock(&s->mtx);
 	mhs_info("sim_cleared", "%zu messages forgotten", n);
 	mhs_buf_printf(&a->body, "{\"cleared\":%zu}\n", n);
@@ -444,6 +516,19 @@ admin_config(
 }
 
 static void
+admin_stats(struct sim *s, const char *method, struct sim_answer *a)
+{
+	if (strcmp(method, "GET") != 0) {
+		admin_error(a, 405, "use GET");
+		return;
+	}
+	mhs_buf_printf(&a->body, "{\"posts\":%llu,\"down_refused\":%llu,",
+	    atomic_load(&s->posts), atomic_load(&s->down_refused));
+	sim_respond_stats_json(s->resp, &a->body);
+	mhs_buf_puts(&a->body, "}\n");
+}
+
+static void
 sim_admin_cb(nng_aio *aio)
 {
 	nng_http_req *req = nng_aio_get_input(aio, 0);
@@ -456,6 +541,8 @@ sim_admin_cb(nng_aio *aio)
 		admin_messages(s, method, &a);
 	else if (path_is(uri, "/_sim/config"))
 		admin_config(s, req, method, &a);
+	else if (path_is(uri, "/_sim/stats"))
+		admin_stats(s, method, &a);
 	else
 		admin_error(&a, 404, "no such /_sim endpoint");
 	reply_send(s, aio, &a, 0);
