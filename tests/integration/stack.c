@@ -115,7 +115,7 @@ stack_start(struct stack *s, int routers)
 	snprintf(s->dir, sizeof(s->dir), "/tmp/mhs-it-XXXXXX");
 	if (mkdtemp(s->dir) == NULL)
 		return false;
-	if ((s->port_base = free_port_base(5 + routers)) < 0)
+	if ((s->port_base = free_port_base(6 + 2 * routers)) < 0)
 		return false;
 	snprintf(base, sizeof(base), "%d", s->port_base);
 	snprintf(nrouters, sizeof(nrouters), "%d", routers);
@@ -491,7 +491,7 @@ args_expand(const char *tmpl, const char *dir, int port, char *out, size_t cap)
 int
 stack_extra_port(const struct stack *s, int routers)
 {
-	return s->port_base + 5 + routers;
+	return s->port_base + 6 + 2 * routers; /* after scripts/run's */
 }
 
 bool
@@ -505,7 +505,7 @@ stack_start_args(struct stack *s, int routers, int extra_ports,
 	snprintf(s->dir, sizeof(s->dir), "/tmp/mhs-it-XXXXXX");
 	if (mkdtemp(s->dir) == NULL)
 		return false;
-	if ((s->port_base = free_port_base(5 + routers + extra_ports)) < 0)
+	if ((s->port_base = free_port_base(6 + 2 * routers + extra_ports)) < 0)
 		return false;
 	port = stack_extra_port(s, routers);
 	if (!args_expand(router_args ? router_args : "", s->dir, port, ra,
