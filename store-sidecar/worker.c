@@ -995,11 +995,13 @@ batch_journal(struct st_batch *b)
 }
 
 /*
- * batch_apply sends the batch's records to Redis in EVALSHA calls of up to
- * ST_APPLY_MAX records, then the XACKs of settled leases, all in one
- * pipeline and one round trip.
+ * batch_apply queues the batch's records for Redis in EVALSHA calls of up
+ * to ST_APPLY_MAX records, then the XACKs of settled leases, all in one
+ * pipeline (arguments are copied: the ops may be answered and freed
+ * before batch_apply_wait reads the replies). Returns the number of
+ * replies to wait for.
  */
-static void
+static size_t
 batch_apply(struct st_batch *b)
 {
 	struct st_apply *a = &b->st->apply;
@@ -1026,9 +1028,16 @@ batch_apply(struct st_batch *b)
 	if (rv != 0) {
 		mhs_buf_reset(&a->bytes);
 		a->nargs = a->nrecs = 0;
-		return; /* the records are durable: replay applies them */
+		return 0; /* the records are durable: replay applies them */
 	}
-	if (st_redis_drain(b->st, a->calls + acks) == 0 && b->n > 0)
+	return a->calls + acks;
+}
+
+/* batch_apply_wait reads the replies of what batch_apply queued. */
+static void
+batch_apply_wait(struct st_batch *b, size_t pending)
+{
+	if (pending > 0 && st_redis_drain(b->st, pending) == 0 && b->n > 0)
 		b->st->redis.applied_seq = b->recs[b->n - 1].seq;
 }
 
@@ -1122,7 +1131,7 @@ worker_batch(struct store *st, struct st_op *ops, size_t nops)
 {
 	struct st_batch b = {.st = st, .now_ms = mhs_now_ms()};
 	struct st_op **apps = calloc(nops, sizeof(*apps)), *next;
-	size_t napps = 0;
+	size_t napps = 0, pending = 0;
 	bool redis_up;
 	int rv;
 
@@ -1143,16 +1152,18 @@ worker_batch(struct store *st, struct st_op *ops, size_t nops)
 		appends_dedup(
 		    &b, apps, napps, redis_up && st->redis.c != NULL);
 	appends_record(&b, apps, napps);
-	if ((rv = batch_journal(&b)) != 0) {
+	if ((rv = batch_journal(&b)) != 0)
 		batch_journal_failed(&b, rv);
-	} else {
+	else
 		appends_remember(&b, apps, napps);
-		if (st->redis.c != NULL)
-			batch_apply(&b);
-		else
-			atomic_fetch_add(&st->stats.journal_only_appends, b.n);
-	}
 	appends_answer(&b, apps, napps);
+	/* Durable now: queue the Redis writes (copied), answer every op, and
+	 * only then wait for Redis, so no caller waits for Redis's round trip
+	 * (a later batch reads Redis only after this one's writes). */
+	if (rv == 0 && st->redis.c != NULL)
+		pending = batch_apply(&b);
+	else if (rv == 0)
+		atomic_fetch_add(&st->stats.journal_only_appends, b.n);
 	atomic_fetch_add(&st->stats.batches, 1);
 	atomic_fetch_add(&st->stats.batch_ops, nops);
 answer:
@@ -1160,6 +1171,7 @@ answer:
 		next = op->next;
 		st_op_finish(op);
 	}
+	batch_apply_wait(&b, pending);
 	for (size_t i = 0; i < b.n; i++)
 		free(b.recs[i].packed);
 	free(b.recs);
