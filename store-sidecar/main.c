@@ -16,6 +16,7 @@
 #include "log.h"
 #include "probe.h"
 #include "store.h"
+#include "util.h"
 
 static struct store st;
 static char hostname[64];
@@ -60,6 +61,10 @@ static struct mhs_opt st_opts[] = {
         "recent Submits remembered in memory for repeats while Redis is "
         "down",
         &st.cfg.idem_window},
+    {"replay-redelivery-ms", MHS_OPT_INT, "60000", 1000, 3600000,
+        "after a replay into an emptied Redis, when messages that were "
+        "in flight are sent again (at least the routers' lease time)",
+        &st.cfg.replay_redelivery_ms},
     {"inbound-dedup-s", MHS_OPT_INT, "604800", 60, 315360000,
         "how long an inbound Spine MessageId is remembered (duplicate "
         "elimination)",
@@ -142,6 +147,47 @@ st_metrics_write(void *arg, struct mhs_buf *out)
 }
 
 static int
+warm_one(void *arg, uint64_t seq, const void *body, size_t len)
+{
+	struct store *s = arg;
+	Mhs__Store__V1__JournalRecord *r;
+	char scoped[256];
+
+	(void) seq;
+	r = mhs__store__v1__journal_record__unpack(NULL, len, body);
+	if (r == NULL)
+		return 0;
+	if (r->kind == MHS__STORE__V1__RECORD_KIND__RECORD_KIND_ACCEPTED &&
+	    r->submit != NULL && r->fingerprint.len == 32) {
+		st_idem_key(r->client_id, r->submit->idempotency_key, scoped,
+		    sizeof(scoped));
+		st_window_put(&s->window, scoped, r->message_id,
+		    r->fingerprint.data, r->time_ms);
+	}
+	mhs__store__v1__journal_record__free_unpacked(r, NULL);
+	return 0;
+}
+
+/*
+ * st_window_warm fills the idempotency window from the journal's tail, so
+ * that a repeat arriving after a restart while Redis is down is still
+ * recognised (G3). Records of other kinds are interleaved, so it reads up
+ * to four records per window slot.
+ */
+static void
+st_window_warm(struct store *s)
+{
+	uint64_t last = mhs_journal_last_seq(s->journal);
+	uint64_t span = (uint64_t) s->cfg.idem_window * 4;
+	int64_t t0 = mhs_mono_ms();
+
+	mhs_journal_scan(s->cfg.journal_dir, last > span ? last - span : 0,
+	    warm_one, s, NULL, 0);
+	mhs_info("idem_window_warm", "%u recent Submits remembered (%lld ms)",
+	    s->window.count, (long long) (mhs_mono_ms() - t0));
+}
+
+static int
 st_open_journal(void)
 {
 	struct mhs_journal_options o = {0};
@@ -209,6 +255,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	atomic_store(&st.backlog_ok, true);
+	st_window_warm(&st);
 	if (st_worker_start(&st) != 0 || (rv = st_server_start(&st)) != 0) {
 		fprintf(stderr, "mhs-store: cannot start\n");
 		return 1;

@@ -42,8 +42,12 @@
 
 /*
  * APPLY_LUA applies up to ST_APPLY_MAX journal records in one call.
- * ARGV[1] is the prefix, ARGV[2] this node's id; then each record takes
- * ST_APPLY_WIDTH arguments:
+ * ARGV[1] is the prefix, ARGV[2] this node's id, ARGV[3] the replay delay
+ * (0 when applying live records; during a replay, a message whose last
+ * record is SENDING may still be in flight from before the crash, so it
+ * is rescheduled that many ms later instead of queued at once, and every
+ * later record removes the stream entry its ACCEPTED record made: nothing
+ * is queued twice). Then each record takes ST_APPLY_WIDTH arguments:
  *   seq, kind ("A" or "S"), message id, time ms, then
  *   A: interaction, rx, ods, recipient, content type, payload, raw idem
  *      key, scoped idem key, idem value, idem expiry ms, NHS index HMAC, ""
@@ -53,6 +57,7 @@
  *      "" x 3
  *   U: action, from party, reason, payload, RefToMessageId, final expiry
  *      ms, inbound dedup expiry ms, "" x 5 (id is the inbound MessageId)
+ * An idempotency key keeps the first message that used it (SET NX).
  * Records at or below applied_seq are skipped (replay is idempotent);
  * without applied_seq it refuses, so an emptied Redis is noticed.
  */
@@ -67,7 +72,8 @@ static const char APPLY_LUA[] =
     "local tm = redis.call('TIME')\n"
     "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)\n"
     "local n = 0\n"
-    "for b = 2, #ARGV - 2, 16 do\n"
+    "local replay = tonumber(ARGV[3])\n"
+    "for b = 3, #ARGV - 3, 16 do\n"
     "  local seq = tonumber(ARGV[b + 1])\n"
     "  if seq > applied then\n"
     "    applied = seq\n"
@@ -83,10 +89,11 @@ static const char APPLY_LUA[] =
     "          'ctype', ARGV[b + 9], 'payload', ARGV[b + 10],\n"
     "          'idem', ARGV[b + 11], 'accepted_at', t, 'updated_at', t,\n"
     "          'clock', t, 'nhs_ix', ARGV[b + 15], 'last_error', '')\n"
-    "        redis.call('XADD', p .. ':deliver', '*', 'id', id)\n"
+    "        redis.call('HSET', mk, 'entry',\n"
+    "          redis.call('XADD', p .. ':deliver', '*', 'id', id))\n"
     "        if tonumber(ARGV[b + 14]) > now then\n"
     "          redis.call('SET', p .. ':idem:' .. ARGV[b + 12],\n"
-    "            ARGV[b + 13], 'PXAT', ARGV[b + 14])\n"
+    "            ARGV[b + 13], 'PXAT', ARGV[b + 14], 'NX')\n"
     "        end\n"
     "        redis.call('ZADD', p .. ':ix:rx:' .. string.upper(ARGV[b + 6]),\n"
     "          t, id)\n"
@@ -110,6 +117,16 @@ static const char APPLY_LUA[] =
     "        ARGV[b + 11])\n"
     "    elseif exists then\n"
     "      local st = tonumber(ARGV[b + 5])\n"
+    "      local entry = redis.call('HGET', mk, 'entry')\n"
+    "      if entry and st ~= 1 and (st ~= 2 or replay > 0) then\n"
+    "        redis.call('XDEL', p .. ':deliver', entry)\n"
+    "        redis.call('HDEL', mk, 'entry')\n"
+    "      end\n"
+    "      if st == 2 and replay > 0 then\n"
+    "        redis.call('ZADD', p .. ':retry', now + replay, id)\n"
+    "      elseif st ~= 3 and st ~= 2 then\n"
+    "        redis.call('ZREM', p .. ':retry', id)\n"
+    "      end\n"
     "      redis.call('HSET', mk, 'state', ARGV[b + 5],\n"
     "        'attempts', ARGV[b + 6], 'last_error', ARGV[b + 7],\n"
     "        'updated_at', t)\n"
@@ -129,7 +146,8 @@ static const char APPLY_LUA[] =
     "        redis.call('HSET', mk, 'clock', t, 'faults', '0')\n"
     "        redis.call('PERSIST', mk)\n"
     "        redis.call('LREM', p .. ':dead', 0, id)\n"
-    "        redis.call('XADD', p .. ':deliver', '*', 'id', id)\n"
+    "        redis.call('HSET', mk, 'entry',\n"
+    "          redis.call('XADD', p .. ':deliver', '*', 'id', id))\n"
     "      elseif st == 6 or st == 7 then\n"
     "        redis.call('LREM', p .. ':dead', 0, id)\n"
     "        redis.call('LPUSH', p .. ':dead', id)\n"
@@ -351,6 +369,7 @@ st_apply_add(struct store *st, struct st_apply *a, uint64_t seq,
 		ap_str(a, "0");
 		ap_str(a, st->cfg.prefix);
 		ap_str(a, st->cfg.node_id);
+		ap_num(a, a->replay_delay_ms);
 	}
 	ap_num(a, (long long) seq);
 	ap_str(a, acc ? "A" : uns ? "U" : "S");
@@ -463,6 +482,8 @@ st_redis_replay(struct store *st)
 	char key[128], where[300] = "";
 	const char *get[] = {"GET", key};
 	struct replay rp = {.st = st};
+
+	rp.ap.replay_delay_ms = st->cfg.replay_redelivery_ms;
 	redisReply *rep;
 	int rv;
 
@@ -520,7 +541,19 @@ st_redis_check(struct store *st)
 		st_redis_drop(
 		    st, "Redis lost its data; replaying the journal");
 		st->redis.next_attempt_ms = 0;
+		st->redis.replays++;
 		return st_redis_ensure(st);
 	}
 	return 0;
+}
+
+bool
+st_redis_ok_since_check(struct store *st)
+{
+	/* A replay just ran: what was missing may be there now, but the
+	 * caller's read came before it. */
+	bool fresh = st->redis.replays == st->redis.replays_seen;
+
+	st->redis.replays_seen = st->redis.replays;
+	return fresh;
 }

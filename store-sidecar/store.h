@@ -55,6 +55,7 @@ struct st_config {
 	long long max_backlog;
 	long long retention_months;
 	long long inbound_dedup_s;
+	long long replay_redelivery_ms;
 };
 
 enum st_kind {
@@ -95,6 +96,7 @@ struct st_redis {
 	int64_t next_attempt_ms;
 	int backoff_ms;
 	uint64_t applied_seq;
+	unsigned replays, replays_seen; /* replays after a loss of data */
 };
 
 struct st_stats {
@@ -105,11 +107,12 @@ struct st_stats {
 
 #define ST_APPLY_MAX   64
 #define ST_APPLY_WIDTH 16
-#define ST_APPLY_ARGS  (5 + ST_APPLY_MAX * ST_APPLY_WIDTH)
+#define ST_APPLY_ARGS  (6 + ST_APPLY_MAX * ST_APPLY_WIDTH)
 struct st_apply {
 	struct mhs_buf bytes; /* every argument's bytes, back to back */
 	size_t off[ST_APPLY_ARGS], len[ST_APPLY_ARGS];
 	size_t nargs, nrecs, calls;
+	long long replay_delay_ms; /* 0: live records */
 };
 
 struct store {
@@ -163,6 +166,8 @@ void st_apply_fini(struct st_apply *a);
 int st_redis_drain(struct store *st, size_t n);
 /* Notices a Redis emptied under the store and replays into it. */
 int st_redis_check(struct store *st);
+/* Was there no such replay since the last time this was asked? */
+bool st_redis_ok_since_check(struct store *st);
 /* Replays every journal record after the last one Redis applied. */
 int st_redis_replay(struct store *st);
 /* One command, returning the reply (caller frees) or NULL after dropping. */

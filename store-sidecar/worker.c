@@ -191,9 +191,14 @@ do_get(struct st_batch *b, struct st_op *op)
 	Mhs__V1__MessageStatus *s;
 
 	if (h == NULL) {
-		st_op_fail(op,
-		    b->st->redis.c ? MHS_CODE_NOT_FOUND : MHS_CODE_UNAVAILABLE,
-		    b->st->redis.c ? "no such message" : "Redis unavailable");
+		/* Not there: unknown, or Redis lost its data under us (then
+		 * the journal is replayed and the caller retries). */
+		if (b->st->redis.c != NULL && st_redis_check(b->st) == 0 &&
+		    b->st->redis.c != NULL && st_redis_ok_since_check(b->st))
+			st_op_fail(op, MHS_CODE_NOT_FOUND, "no such message");
+		else
+			st_op_fail(op, MHS_CODE_UNAVAILABLE,
+			    "store rebuilding its index; retry");
 		return;
 	}
 	if ((s = st_status_from_hash(in->message_id, h)) == NULL)
@@ -278,19 +283,32 @@ appends_window(struct st_batch *b, struct st_op **apps, size_t n)
 }
 
 /* appends_redis looks every Append's key up in Redis in one pipeline. */
+/*
+ * appends_redis looks every Append's key up in Redis in one pipeline,
+ * after a check that Redis still holds this node's applied sequence: a
+ * Redis emptied under us (FLUSHALL, failover) would otherwise answer "no
+ * such key" for a repeat and a second message would be made. If it was
+ * emptied, the connection is dropped (the next batch replays the journal)
+ * and the caller falls back to the in-memory window.
+ */
 static int
 appends_redis(struct st_batch *b, struct st_op **apps, size_t n)
 {
 	struct store *st = b->st;
 	char key[300];
+	bool lost = false;
 
-	for (size_t i = 0; i < n; i++) {
+	snprintf(key, sizeof(key), "%s:applied_seq:%s", st->cfg.prefix,
+	    st->cfg.node_id);
+	for (size_t i = 0; i <= n; i++) {
 		char scoped[256];
 		const char *argv[] = {"GET", key};
 
-		append_scoped_key(apps[i], scoped, sizeof(scoped));
-		snprintf(
-		    key, sizeof(key), "%s:idem:%s", st->cfg.prefix, scoped);
+		if (i > 0) {
+			append_scoped_key(apps[i - 1], scoped, sizeof(scoped));
+			snprintf(key, sizeof(key), "%s:idem:%s",
+			    st->cfg.prefix, scoped);
+		}
 		if (st->redis.c == NULL ||
 		    redisAppendCommandArgv(st->redis.c, 2, argv, NULL) !=
 		        REDIS_OK) {
@@ -298,16 +316,24 @@ appends_redis(struct st_batch *b, struct st_op **apps, size_t n)
 			return MHS_EUNAVAIL;
 		}
 	}
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i <= n; i++) {
 		redisReply *rep = NULL;
 
 		if (redisGetReply(st->redis.c, (void **) &rep) != REDIS_OK) {
 			st_redis_drop(st, st->redis.c->errstr);
 			return MHS_EUNAVAIL;
 		}
-		if (rep->type == REDIS_REPLY_STRING)
-			append_match_stored(apps[i], rep->str);
+		if (i == 0)
+			lost = rep->type == REDIS_REPLY_NIL;
+		else if (!lost && rep->type == REDIS_REPLY_STRING)
+			append_match_stored(apps[i - 1], rep->str);
 		freeReplyObject(rep);
+	}
+	if (lost) {
+		st_redis_drop(
+		    st, "Redis lost its data; replaying the journal");
+		st->redis.next_attempt_ms = 0;
+		return MHS_EUNAVAIL;
 	}
 	return 0;
 }
@@ -1193,37 +1219,37 @@ worker_health(struct store *st)
 	    &st->backlog_ok, backlog < (uint64_t) st->cfg.max_backlog);
 }
 
+/*
+ * PROMOTE_LUA moves due retries back onto the delivery stream, atomically
+ * (two stores sharing a prefix never both move one message) and only for
+ * messages not yet final.
+ */
+static const char PROMOTE_LUA[] =
+    "local p = ARGV[1]\n"
+    "local ids = redis.call('ZRANGEBYSCORE', p .. ':retry', '-inf',\n"
+    "  ARGV[2], 'LIMIT', 0, 256)\n"
+    "for _, id in ipairs(ids) do\n"
+    "  redis.call('ZREM', p .. ':retry', id)\n"
+    "  local mk = p .. ':m:{' .. id .. '}'\n"
+    "  local st = tonumber(redis.call('HGET', mk, 'state') or '0')\n"
+    "  if st >= 1 and st <= 3 then\n"
+    "    redis.call('HSET', mk, 'entry',\n"
+    "      redis.call('XADD', p .. ':deliver', '*', 'id', id))\n"
+    "  end\n"
+    "end\n"
+    "return #ids\n";
+
 /* Moves retries that are due back onto the delivery stream. */
 static void
 worker_promote_retries(struct store *st)
 {
-	char zkey[128], now[24], stream[128];
-	const char *range[] = {
-	    "ZRANGEBYSCORE", zkey, "-inf", now, "LIMIT", "0", "256"};
+	char now[24];
+	const char *argv[] = {"EVAL", PROMOTE_LUA, "0", st->cfg.prefix, now};
 	redisReply *rep;
 
-	if (st->redis.c == NULL)
-		return;
-	snprintf(zkey, sizeof(zkey), "%s:retry", st->cfg.prefix);
-	snprintf(stream, sizeof(stream), "%s:deliver", st->cfg.prefix);
 	snprintf(now, sizeof(now), "%lld", (long long) mhs_now_ms());
-	if ((rep = st_redis_cmd(st, 7, range, NULL)) == NULL)
-		return;
-	for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements;
-	     i++) {
-		const char *id = rep->element[i]->str;
-		const char *xadd[] = {"XADD", stream, "*", "id", id};
-		const char *zrem[] = {"ZREM", zkey, id};
-		redisReply *r1 = st_redis_cmd(st, 5, xadd, NULL), *r2;
-
-		if (r1 == NULL)
-			break;
-		freeReplyObject(r1);
-		if ((r2 = st_redis_cmd(st, 3, zrem, NULL)) == NULL)
-			break;
-		freeReplyObject(r2);
-	}
-	freeReplyObject(rep);
+	if ((rep = st_redis_cmd(st, 5, argv, NULL)) != NULL)
+		freeReplyObject(rep);
 }
 
 static void *
