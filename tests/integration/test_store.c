@@ -19,8 +19,8 @@
  *                      redelivered
  *   store_search       Search by each index, state filter, paging
  *
- * Tests marked "Regression (found by this test, fixed)" failed before the store was
- * fixed; each names what broke.
+ * Tests marked "Regression (found by this test, fixed)" failed before the
+ * store was fixed; each names what broke.
  *
  * Waits are bounded and poll a condition; nothing asserts on timing.
  * Assertions run on the test's main thread only: helper threads record
@@ -1071,8 +1071,8 @@ Test(store_recovery, redis_flushall_is_rebuilt_from_the_journal,
 }
 
 /*
- * Regression (found by this test, fixed): replaying the journal into an emptied
- * Redis queues every message again from its ACCEPTED record (XADD),
+ * Regression (found by this test, fixed): replaying the journal into an
+ * emptied Redis queues every message again from its ACCEPTED record (XADD),
  * whatever its later records say. A message a router was delivering when
  * Redis lost its data is leased a second time at once and Spine gets two
  * concurrent deliveries of it; a RETRYING one is both on the stream and
@@ -1200,8 +1200,8 @@ Test(store_outage, journal_only_backlog_survives_store_kill9, .fini = teardown,
 }
 
 /*
- * Regression (found by this test, fixed): the in-memory idempotency window that
- * answers repeats while Redis is down starts empty when the store starts;
+ * Regression (found by this test, fixed): the in-memory idempotency window
+ * that answers repeats while Redis is down starts empty when the store starts;
  * it is not warmed from the journal. So after a store restart, a
  * partner's retry made while Redis is down gets a second message_id and
  * Spine gets the prescription twice (G3), though the original is in the
@@ -1390,8 +1390,8 @@ Test(store_idempotency, same_key_is_one_message_delivered_once,
 }
 
 /*
- * Regression (found by this test, fixed): a Redis emptied under a running store
- * (FLUSHALL, failover to an empty replica) is noticed only at the next
+ * Regression (found by this test, fixed): a Redis emptied under a running
+ * store (FLUSHALL, failover to an empty replica) is noticed only at the next
  * 100 ms tick (st_redis_check) or at the next apply (MHSREPLAY). A batch
  * in between reads the emptied Redis: a repeated Submit finds no
  * idempotency key, gets a NEW message_id (duplicate = false), and both
