@@ -242,6 +242,8 @@ rt_settle(struct router *r, struct rt_xfer *x, int verdict, const char *reason,
 		snprintf(why, sizeof(why), "persist duration exceeded: %.200s",
 		    reason);
 		atomic_fetch_add(&r->stats.expired, 1);
+		mhs_warn(
+		    "delivery_expired", "message %s: %s", d->message_id, why);
 		rt_report(r, d, MHS__STORE__V1__OUTCOME__OUTCOME_EXPIRED, why,
 		    0, false);
 		return;

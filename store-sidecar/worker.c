@@ -920,6 +920,12 @@ redeliver_one(
 		return MHS_CODE_NOT_FOUND;
 	}
 	state = st_hash_ll(h, "state");
+	if (st_hash_field(h, "ref_to") != NULL) {
+		freeReplyObject(h);
+		*why = "an unsolicited inbound message from Spine: nothing of "
+		       "ours to send";
+		return MHS_CODE_FAILED_PRECONDITION;
+	}
 	freeReplyObject(h);
 	if (state != MHS__V1__MESSAGE_STATE__MESSAGE_STATE_FAILED &&
 	    state != MHS__V1__MESSAGE_STATE__MESSAGE_STATE_EXPIRED) {
@@ -1108,14 +1114,22 @@ batch_read(
 	}
 }
 
+/* st_backlog: journal records not yet applied to Redis. */
+static uint64_t
+st_backlog(const struct store *st)
+{
+	uint64_t last = mhs_journal_last_seq(st->journal);
+
+	return last > st->redis.applied_seq ? last - st->redis.applied_seq : 0;
+}
+
 /* batch_without_redis answers every op that needs Redis while it is down. */
 static void
 batch_without_redis(
     struct st_batch *b, struct st_op *ops, struct st_op **apps, size_t *napps)
 {
 	struct store *st = b->st;
-	uint64_t backlog =
-	    mhs_journal_last_seq(st->journal) - st->redis.applied_seq;
+	uint64_t backlog = st_backlog(st);
 
 	for (struct st_op *op = ops; op != NULL; op = op->next) {
 		if (op->kind != ST_APPEND)
@@ -1211,8 +1225,7 @@ answer:
 static void
 worker_health(struct store *st)
 {
-	uint64_t backlog =
-	    mhs_journal_last_seq(st->journal) - st->redis.applied_seq;
+	uint64_t backlog = st_backlog(st);
 
 	atomic_store(&st->stats.backlog, backlog);
 	atomic_store(
