@@ -473,22 +473,49 @@ state_final(long long s)
 }
 
 /* lease_entries claims stale leases first, then new entries. */
-static redisReply *
-lease_read(struct store *st, const Mhs__Store__V1__LeaseRequest *in,
-    bool claim, unsigned max)
-{
-	char stream[128], count[16], idle[16];
-	const char *xauto[] = {"XAUTOCLAIM", stream, "routers", in->consumer,
-	    idle, "0-0", "COUNT", count};
-	const char *xread[] = {"XREADGROUP", "GROUP", "routers", in->consumer,
-	    "COUNT", count, "STREAMS", stream, ">"};
+/*
+ * LEASE_LUA does a lease in one round trip: claim entries whose lease ran
+ * out (XAUTOCLAIM), then new ones (XREADGROUP), and return each as
+ * {entry id, message id or "", the message's hash}.
+ */
+static const char LEASE_LUA[] =
+    "local p, consumer, count = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+    "local stream = p .. ':deliver'\n"
+    "local entries = {}\n"
+    "local c = redis.call('XAUTOCLAIM', stream, 'routers', consumer,\n"
+    "  ARGV[4], '0-0', 'COUNT', count)\n"
+    "for _, e in ipairs(c[2]) do entries[#entries + 1] = e end\n"
+    "if #entries < count then\n"
+    "  local r = redis.call('XREADGROUP', 'GROUP', 'routers', consumer,\n"
+    "    'COUNT', count - #entries, 'STREAMS', stream, '>')\n"
+    "  if r then\n"
+    "    for _, e in ipairs(r[1][2]) do entries[#entries + 1] = e end\n"
+    "  end\n"
+    "end\n"
+    "local out = {}\n"
+    "for _, e in ipairs(entries) do\n"
+    "  local id = ''\n"
+    "  if e[2] and e[2][2] then id = e[2][2] end\n"
+    "  local h = {}\n"
+    "  if id ~= '' then\n"
+    "    h = redis.call('HGETALL', p .. ':m:{' .. id .. '}')\n"
+    "  end\n"
+    "  out[#out + 1] = {e[1], id, h}\n"
+    "end\n"
+    "return out\n";
 
-	snprintf(stream, sizeof(stream), "%s:deliver", st->cfg.prefix);
+static redisReply *
+lease_read(
+    struct store *st, const Mhs__Store__V1__LeaseRequest *in, unsigned max)
+{
+	char count[16], idle[16];
+	const char *argv[] = {
+	    "EVAL", LEASE_LUA, "0", st->cfg.prefix, in->consumer, count, idle};
+
 	snprintf(count, sizeof(count), "%u", max);
 	snprintf(
 	    idle, sizeof(idle), "%u", in->lease_ms ? in->lease_ms : 30000);
-	return claim ? st_redis_cmd(st, 8, xauto, NULL)
-	             : st_redis_cmd(st, 9, xread, NULL);
+	return st_redis_cmd(st, 7, argv, NULL);
 }
 
 /* lease_delivery makes the Delivery of one leased message from its hash. */
@@ -521,63 +548,33 @@ lease_delivery(const char *id, const char *lease_id, const redisReply *h)
 	return d;
 }
 
-static const char *
-entry_id(const redisReply *e)
-{
-	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
-	    e->element[1]->type != REDIS_REPLY_ARRAY ||
-	    e->element[1]->elements < 2)
-		return NULL; /* deleted entry */
-	return e->element[1]->element[1]->str;
-}
-
 /*
- * lease_take turns stream entries into deliveries: one pipelined HGETALL
- * for all of them, then a SENDING record for each message that is still
- * due (entries of final or vanished messages are acknowledged away).
+ * lease_take turns the lease script's answer into deliveries, with a
+ * SENDING record for each message still due; entries of final or
+ * vanished messages are acknowledged away.
  */
 static int
 lease_take(struct st_batch *b, struct st_op *op,
-    Mhs__Store__V1__LeaseResponse *resp, redisReply *entries, unsigned max)
+    Mhs__Store__V1__LeaseResponse *resp, const redisReply *rep, unsigned max)
 {
-	struct store *st = b->st;
-	size_t n = entries != NULL ? entries->elements : 0, sent = 0;
-	char key[128];
-
-	for (size_t i = 0; i < n; i++) {
-		const char *id = entry_id(entries->element[i]);
-		const char *argv[] = {"HGETALL", key};
-
-		snprintf(key, sizeof(key), "%s:m:{%s}", st->cfg.prefix,
-		    id != NULL ? id : "");
-		if (st->redis.c == NULL ||
-		    redisAppendCommandArgv(st->redis.c, 2, argv, NULL) !=
-		        REDIS_OK) {
-			st_redis_drop(st, "pipeline append failed");
-			return MHS_EUNAVAIL;
-		}
-		sent++;
-	}
-	for (size_t i = 0; i < sent; i++) {
-		redisReply *e = entries->element[i], *h = NULL;
-		const char *id = entry_id(e);
+	for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements;
+	     i++) {
+		const redisReply *e = rep->element[i], *h;
 		Mhs__Store__V1__Delivery *d;
 		struct st_rec *r;
 
-		if (redisGetReply(st->redis.c, (void **) &h) != REDIS_OK) {
-			st_redis_drop(st, st->redis.c->errstr);
-			return MHS_EUNAVAIL;
-		}
-		if (id == NULL || h->type != REDIS_REPLY_ARRAY ||
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 3 ||
+		    e->element[0]->type != REDIS_REPLY_STRING)
+			continue;
+		h = e->element[2];
+		if (e->element[1]->len == 0 || h->type != REDIS_REPLY_ARRAY ||
 		    h->elements == 0 || state_final(st_hash_ll(h, "state")) ||
 		    resp->n_deliveries >= max) {
-			if (id == NULL || resp->n_deliveries < max)
+			if (resp->n_deliveries < max)
 				batch_ack(b, e->element[0]->str);
-			freeReplyObject(h);
 			continue;
 		}
-		d = lease_delivery(id, e->element[0]->str, h);
-		freeReplyObject(h);
+		d = lease_delivery(e->element[1]->str, e->element[0]->str, h);
 		if (d == NULL)
 			continue; /* the entry stays pending: claimed later */
 		resp->deliveries[resp->n_deliveries++] = d;
@@ -611,23 +608,19 @@ do_lease(struct st_batch *b, struct st_op *op)
 	}
 	op->out = &resp->base;
 	op->out_free = lease_free;
-	for (int claim = 1; claim >= 0 && resp->n_deliveries < max; claim--) {
-		redisReply *rep = lease_read(b->st, in, claim != 0,
-		    max - (unsigned) resp->n_deliveries);
-		redisReply *entries = NULL;
+	{
+		redisReply *rep = lease_read(b->st, in, max);
 
-		if (rep == NULL) {
+		if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+			if (rep != NULL)
+				mhs_error("lease_failed", "%.200s", rep->str);
+			if (rep != NULL)
+				freeReplyObject(rep);
 			st_op_fail(
 			    op, MHS_CODE_UNAVAILABLE, "Redis unavailable");
 			return;
 		}
-		if (claim && rep->type == REDIS_REPLY_ARRAY &&
-		    rep->elements >= 2)
-			entries = rep->element[1];
-		else if (!claim && rep->type == REDIS_REPLY_ARRAY &&
-		    rep->elements == 1 && rep->element[0]->elements == 2)
-			entries = rep->element[0]->element[1];
-		if (lease_take(b, op, resp, entries, max) != 0)
+		if (lease_take(b, op, resp, rep, max) != 0)
 			st_op_fail(op, MHS_CODE_INTERNAL, "out of memory");
 		freeReplyObject(rep);
 	}
