@@ -28,7 +28,8 @@
 
 static struct {
 	char *mode, *dir;
-	long long callers, seconds, records, payload;
+	long long callers, seconds, records, payload, month_offset;
+	bool final;
 } o;
 
 static struct mhs_opt opts[] = {
@@ -41,6 +42,10 @@ static struct mhs_opt opts[] = {
         &o.seconds},
     {"records", MHS_OPT_INT, "1000000", 1, 100000000, "records to generate",
         &o.records},
+    {"month-offset", MHS_OPT_INT, "0", 0, 1200,
+        "generate: date the records this many months ago", &o.month_offset},
+    {"final", MHS_OPT_BOOL, "false", 0, 0,
+        "generate: also a DELIVERED record for every message", &o.final},
     {"payload-bytes", MHS_OPT_INT, "1024", 1, 1048576,
         "size of each record's payload", &o.payload},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
@@ -194,6 +199,38 @@ group_commit(void)
 
 /* ---- generate ---- */
 
+/*
+ * generate_final appends the batch's ACCEPTED records, then a DELIVERED
+ * record for each message; the caller's later append is then empty.
+ */
+static int
+generate_final(struct mhs_journal *j, char ids[][37], size_t n,
+    struct mhs_journal_entry *e)
+{
+	Mhs__Store__V1__JournalRecord r = MHS__STORE__V1__JOURNAL_RECORD__INIT;
+	struct mhs_journal_entry d[256];
+	uint8_t buf[256][128];
+	int rv;
+
+	if ((rv = mhs_journal_append(j, e, n, NULL)) != 0)
+		return rv;
+	for (size_t i = 0; i < n; i++) {
+		r.node_id = "bench";
+		r.time_ms = e[i].time_ms + 1000;
+		r.kind = MHS__STORE__V1__RECORD_KIND__RECORD_KIND_STATE;
+		r.message_id = ids[i];
+		r.state = MHS__V1__MESSAGE_STATE__MESSAGE_STATE_DELIVERED;
+		r.attempts = 1;
+		r.reason = "";
+		d[i].body = buf[i];
+		d[i].len = protobuf_c_message_pack(&r.base, buf[i]);
+		d[i].time_ms = r.time_ms;
+	}
+	if ((rv = mhs_journal_append(j, d, n, NULL)) != 0)
+		return rv;
+	return 1; /* appended: nothing more to do for this batch */
+}
+
 static int
 generate(void)
 {
@@ -235,7 +272,8 @@ generate(void)
 			s.payload.data = (uint8_t *) payload;
 			s.payload.len = (size_t) o.payload;
 			r.node_id = "bench";
-			r.time_ms = mhs_now_ms();
+			r.time_ms = mhs_now_ms() -
+			    o.month_offset * 31LL * 24 * 3600 * 1000;
 			r.kind =
 			    MHS__STORE__V1__RECORD_KIND__RECORD_KIND_ACCEPTED;
 			r.message_id = ids[n];
@@ -249,7 +287,12 @@ generate(void)
 			e[n].time_ms = r.time_ms;
 			off += e[n].len;
 		}
-		if ((rv = mhs_journal_append(j, e, n, NULL)) != 0) {
+		rv = o.final ? generate_final(j, ids, n, e) : 0;
+		if (rv < 0) {
+			fprintf(stderr, "append: %s\n", mhs_strerror(rv));
+			return 1;
+		}
+		if (rv == 0 && (rv = mhs_journal_append(j, e, n, NULL)) != 0) {
 			fprintf(stderr, "append: %s\n", mhs_strerror(rv));
 			return 1;
 		}
