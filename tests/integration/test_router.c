@@ -48,6 +48,7 @@
 #define S_RESPONDED MHS__V1__MESSAGE_STATE__MESSAGE_STATE_RESPONDED
 #define S_FAILED    MHS__V1__MESSAGE_STATE__MESSAGE_STATE_FAILED
 #define S_EXPIRED   MHS__V1__MESSAGE_STATE__MESSAGE_STATE_EXPIRED
+#define S_RETRYING  MHS__V1__MESSAGE_STATE__MESSAGE_STATE_RETRYING
 
 #define RELEASE  "PORX_IN060102SM30" /* nominated release request */
 #define DISPENSE "PORX_IN080101SM31" /* no business response */
@@ -876,5 +877,59 @@ Test(router_faults, persist_duration_expiry_dead_letters)
 	    "EXPIRED but not dead-lettered");
 	cr_assert_eq(state, S_EXPIRED);
 	cr_assert_not_null(strstr(why, "persist duration"), "%s", why);
+	it_stop();
+}
+
+Test(router_faults, wrong_spine_ca_is_reported_and_retried_never_sent)
+{
+	Mhs__V1__MessageStatus *st = NULL;
+	char ra[400], ga[200], cmd[1200], id[37];
+	const char *file = routes_write(50, 200, 600000);
+	int code;
+
+	/* The router trusts a CA that did not sign the simulator's
+	 * certificate: TLS must fail, be reported, and be retried; nothing
+	 * may reach Spine until the right CA is in place. */
+	snprintf(ra, sizeof(ra),
+	    "--routes %s --breaker-open-ms 200 --breaker-max-open-ms 1000 "
+	    "--spine-ca @DIR@/certs/other-ca.pem",
+	    file);
+	snprintf(ga, sizeof(ga), "--routes %s", file);
+	it_start(ra, NULL, ga);
+	snprintf(cmd, sizeof(cmd),
+	    "openssl req -x509 -newkey ec -pkeyopt "
+	    "ec_paramgen_curve:prime256v1 -nodes -keyout '%s/certs/other.key' "
+	    "-out '%s/certs/other-ca.pem' -days 2 -subj '/CN=Other CA' "
+	    ">/dev/null 2>&1",
+	    stk.dir, stk.dir);
+	cr_assert_eq(system(cmd), 0, "openssl failed");
+	submit(NEW_RX, 31, id);
+	for (int i = 0; i < 300; i++) {
+		if (st != NULL)
+			protobuf_c_message_free_unpacked(&st->base, NULL);
+		st = status_get(id, &code);
+		if (st != NULL && st->attempts >= 2 &&
+		    st->state == S_RETRYING &&
+		    strstr(st->last_error, "certificate") != NULL)
+			break;
+		usleep(100000);
+	}
+	cr_assert_not_null(st);
+	cr_assert_eq(
+	    st->state, S_RETRYING, "state %d (%s)", st->state, st->last_error);
+	cr_assert_geq(st->attempts, 2, "a TLS failure must be retried");
+	cr_assert_not_null(strstr(st->last_error, "certificate"),
+	    "the reason must say why: %s", st->last_error);
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	cr_assert_eq(sim_deliveries(id), 0,
+	    "nothing may reach Spine over an unverified connection");
+
+	/* The right CA in place: the next retry delivers. */
+	snprintf(cmd, sizeof(cmd),
+	    "cp '%s/certs/ca.pem' '%s/certs/other-ca.pem'", stk.dir, stk.dir);
+	cr_assert_eq(system(cmd), 0);
+	st = wait_state(id, S_DELIVERED, 60);
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	cr_assert_eq(sim_deliveries(id), 1);
 	it_stop();
 }
