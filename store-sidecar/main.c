@@ -97,6 +97,10 @@ st_ready_probe(void *arg, char *why, size_t whylen)
 		snprintf(why, whylen, "journal failed");
 		return false;
 	}
+	if (atomic_load(&s->replaying)) {
+		snprintf(why, whylen, "replaying the journal into Redis");
+		return false;
+	}
 	if (!atomic_load(&s->redis_ok) && !atomic_load(&s->backlog_ok)) {
 		snprintf(why, whylen,
 		    "Redis unavailable and the journal-only backlog is full");

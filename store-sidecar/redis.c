@@ -494,6 +494,29 @@ st_redis_replay(struct store *st)
 	if (rep->type == REDIS_REPLY_STRING)
 		rp.applied = strtoull(rep->str, NULL, 10);
 	freeReplyObject(rep);
+	if (rp.applied > mhs_journal_last_seq(st->journal)) {
+		/* Redis has applied records this journal does not hold (a
+		 * journal restored from a backup, or replaced): new records
+		 * would reuse their sequence numbers and be skipped. The
+		 * journal is the truth: continue from its end, loudly. */
+		char num[24];
+		const char *set[] = {"SET", key, num};
+
+		mhs_error("journal_behind_redis",
+		    "Redis has applied up to seq %llu but the journal ends at "
+		    "%llu: restored or replaced journal? Messages applied "
+		    "after "
+		    "%llu are in Redis only",
+		    (unsigned long long) rp.applied,
+		    (unsigned long long) mhs_journal_last_seq(st->journal),
+		    (unsigned long long) mhs_journal_last_seq(st->journal));
+		rp.applied = mhs_journal_last_seq(st->journal);
+		snprintf(
+		    num, sizeof(num), "%llu", (unsigned long long) rp.applied);
+		if ((rep = st_redis_cmd(st, 3, set, NULL)) == NULL)
+			return MHS_EUNAVAIL;
+		freeReplyObject(rep);
+	}
 	if (rp.applied == 0) {
 		/* An empty (or emptied) Redis: the script refuses to apply
 		 * anything until this key exists, so a FLUSHALL under a live
@@ -508,11 +531,13 @@ st_redis_replay(struct store *st)
 		    "applying journal records %llu..%llu to Redis",
 		    (unsigned long long) rp.applied + 1,
 		    (unsigned long long) mhs_journal_last_seq(st->journal));
+	atomic_store(&st->replaying, true);
 	rv = mhs_journal_scan(st->cfg.journal_dir, rp.applied, replay_one, &rp,
 	    where, sizeof(where));
 	if (rv == 0 && (rv = st_apply_flush(st, &rp.ap)) == 0)
 		rv = st_redis_drain(st, rp.ap.calls);
 	st_apply_fini(&rp.ap);
+	atomic_store(&st->replaying, false);
 	if (rv != 0) {
 		mhs_error("replay_failed", "%s %s", mhs_strerror(rv), where);
 		st_redis_drop(st, "replay failed");

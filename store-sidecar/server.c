@@ -84,9 +84,12 @@ st_answer_ready(struct st_ctx *c)
 	bool rok =
 	    atomic_load(&c->st->redis_ok) || atomic_load(&c->st->backlog_ok);
 
-	r.ready = jok && rok;
+	bool replay = atomic_load(&c->st->replaying);
+
+	r.ready = jok && rok && !replay;
 	r.reason = (char *) (!jok ? "journal failed"
 	        : !rok            ? "Redis unavailable"
+	        : replay          ? "replaying the journal into Redis"
 	                          : "");
 	st_send(c, 0, NULL, &r.base);
 }

@@ -132,6 +132,7 @@ struct store {
 	atomic_bool journal_ok;
 	atomic_bool redis_ok;
 	atomic_bool backlog_ok; /* Redis down, but the backlog is bounded */
+	atomic_bool replaying;  /* a replay holds the worker: not ready */
 	struct st_window window;
 	struct st_apply apply;   /* worker only */
 	int64_t retention_at_ms; /* worker only */
