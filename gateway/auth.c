@@ -209,3 +209,12 @@ gw_client_may_send_as(const struct gw_client *c, const char *ods)
 			return true;
 	return false;
 }
+
+bool
+gw_client_all_ods(const struct gw_client *c)
+{
+	for (size_t i = 0; i < c->n_ods; i++)
+		if (strcmp(c->ods[i], "*") == 0)
+			return true;
+	return false;
+}

@@ -155,6 +155,9 @@ struct gw_ctx {
 	int64_t deadline_us; /* monotonic */
 	int64_t store_start_us;
 	bool transport_ok; /* TLS client certificate check passed */
+	/* Whose request this is, for scoping what the store answers. */
+	const struct gw_client *client;
+	const struct mhs_rpc_method *method;
 	char request_id[80];
 };
 
@@ -166,6 +169,8 @@ const struct gw_client *gw_authenticate(
     const struct gw *gw, const char *authorization);
 bool gw_client_may_call(const struct gw_client *c, const char *path);
 bool gw_client_may_send_as(const struct gw_client *c, const char *ods);
+/* Does the client speak for every organisation ("*")? */
+bool gw_client_all_ods(const struct gw_client *c);
 
 /* limits.c: both return 0 to admit, else the milliseconds to wait. */
 int gw_limits_init(struct gw *gw);

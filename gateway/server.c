@@ -243,6 +243,8 @@ gw_dispatch(struct gw_ctx *c, const mhs_rpc_request *req)
 		if (!gw_admit(c, req, &client))
 			return;
 	}
+	c->client = client;
+	c->method = m;
 	gw_method_run(c, m, client, req);
 }
 

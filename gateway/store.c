@@ -156,6 +156,73 @@ gw_relay_msg(struct gw_ctx *c, Mhs__Rpc__V1__Response *sr, nng_msg **mp)
 	return rv;
 }
 
+/*
+ * Reads are scoped to the caller's organisations: a client that may send
+ * only as some ODS codes (a pharmacy) sees only messages sent by them, so
+ * one partner's token never reveals another's patients. GetStatus of
+ * another organisation's message answers 5 (as if unknown: its existence
+ * is not disclosed); Search drops other organisations' messages from the
+ * page. Clients with "*" (operators, the demo admin) see everything.
+ */
+static bool
+scope_status(const struct gw_client *cl, ProtobufCBinaryData *payload)
+{
+	Mhs__V1__MessageStatus *m =
+	    mhs__v1__message_status__unpack(NULL, payload->len, payload->data);
+	bool ok = m != NULL && gw_client_may_send_as(cl, m->sender_ods);
+
+	if (m != NULL)
+		mhs__v1__message_status__free_unpacked(m, NULL);
+	return ok;
+}
+
+static bool
+scope_search(const struct gw_client *cl, ProtobufCBinaryData *payload)
+{
+	Mhs__V1__SearchResponse *r = mhs__v1__search_response__unpack(
+	    NULL, payload->len, payload->data);
+	size_t kept = 0, len;
+	uint8_t *buf;
+
+	if (r == NULL)
+		return false;
+	for (size_t i = 0; i < r->n_messages; i++) {
+		if (gw_client_may_send_as(cl, r->messages[i]->sender_ods))
+			r->messages[kept++] = r->messages[i];
+		else
+			mhs__v1__message_status__free_unpacked(
+			    r->messages[i], NULL);
+	}
+	r->n_messages = kept;
+	len = mhs__v1__search_response__get_packed_size(r);
+	if ((buf = malloc(len ? len : 1)) == NULL) {
+		mhs__v1__search_response__free_unpacked(r, NULL);
+		return false;
+	}
+	mhs__v1__search_response__pack(r, buf);
+	mhs__v1__search_response__free_unpacked(r, NULL);
+	free(payload->data); /* the store reply's own copy */
+	payload->data = buf;
+	payload->len = len;
+	return true;
+}
+
+static bool
+gw_scope_reply(struct gw_ctx *c, Mhs__Rpc__V1__Response *sr)
+{
+	const ProtobufCMessageDescriptor *in;
+
+	if (c->client == NULL || c->method == NULL ||
+	    gw_client_all_ods(c->client))
+		return true;
+	in = c->method->desc->input;
+	if (in == &mhs__v1__get_status_request__descriptor)
+		return scope_status(c->client, &sr->payload);
+	if (in == &mhs__v1__search_request__descriptor)
+		return scope_search(c->client, &sr->payload);
+	return true;
+}
+
 void
 gw_store_answered(struct gw_ctx *c, nng_msg *smsg)
 {
@@ -177,6 +244,11 @@ gw_store_answered(struct gw_ctx *c, nng_msg *smsg)
 	if (sr == NULL) {
 		gw_reply(
 		    c, MHS_CODE_INTERNAL, "undecodable store reply", NULL);
+		return;
+	}
+	if (sr->code == 0 && !gw_scope_reply(c, sr)) {
+		mhs__rpc__v1__response__free_unpacked(sr, NULL);
+		gw_reply(c, MHS_CODE_NOT_FOUND, "no such message", NULL);
 		return;
 	}
 	rv = gw_relay_msg(c, sr, &msg);

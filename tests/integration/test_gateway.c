@@ -874,3 +874,43 @@ Test(gateway, health_follows_the_store, .init = setup, .fini = teardown,
 	    0, NULL, "Submit after the store resumed");
 	cr_assert_eq(metric(stk.http_url, "mhs_gateway_ready"), 1);
 }
+
+/* submitted_id submits s with bearer and returns its message_id. */
+static void
+submitted_id(struct submit *s, const char *bearer, char id[37])
+{
+	response *r = call(SUBMIT, &s->rq.base, bearer);
+	Mhs__V1__SubmitResponse *sr;
+
+	cr_assert(r != NULL && r->code == 0, "submit: %s",
+	    r != NULL ? r->message : "no reply");
+	sr = mhs__v1__submit_response__unpack(
+	    NULL, r->payload.len, r->payload.data);
+	cr_assert_not_null(sr);
+	snprintf(id, 37, "%s", sr->message_id);
+	mhs__v1__submit_response__free_unpacked(sr, NULL);
+	code_of(r);
+}
+
+Test(gateway, reads_are_scoped_to_the_callers_organisations, .init = setup,
+    .fini = teardown, .timeout = 300)
+{
+	Mhs__V1__GetStatusRequest gs = MHS__V1__GET_STATUS_REQUEST__INIT;
+	struct submit s;
+	char own[37], other[37];
+
+	/* A pharmacy sees its own messages, and another organisation's
+	 * message is unknown to it (its existence is not disclosed). */
+	gw_start(NULL);
+	submit_init(&s, 60, "FA565");
+	submitted_id(&s, pharm, own);
+	submit_init(&s, 61, "FB123");
+	submitted_id(&s, admin, other);
+	gs.message_id = own;
+	expect_code(call(GET_STATUS, &gs.base, pharm), 0, NULL, "own message");
+	gs.message_id = other;
+	expect_code(call(GET_STATUS, &gs.base, pharm), 5, "no such message",
+	    "another organisation's message");
+	expect_code(call(GET_STATUS, &gs.base, admin), 0, NULL,
+	    "an operator sees every message");
+}
