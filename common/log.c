@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "error.h"
 #include "log.h"
 
 static const char *log_component = "mhs";
@@ -28,6 +29,21 @@ mhs_log_level_parse(const char *name)
 		if (strcmp(name, log_names[i]) == 0)
 			return i;
 	return -1;
+}
+
+int
+mhs_log_setup(const char *program, const char *component, const char *level)
+{
+	int l = mhs_log_level_parse(level);
+
+	if (l < 0) {
+		fprintf(stderr,
+		    "%s: --log-level: expected debug, info, warn or error\n",
+		    program);
+		return MHS_EINVAL;
+	}
+	mhs_log_init(component, l);
+	return 0;
 }
 
 size_t

@@ -19,6 +19,14 @@ enum mhs_log_level {
 /* mhs_log_init names the component and the lowest level written. */
 void mhs_log_init(const char *component, int level);
 
+/*
+ * mhs_log_setup parses level ("debug|info|warn|error") and starts logging
+ * as component; on a bad level it prints why, naming program, and returns
+ * MHS_EINVAL (the caller exits 2).
+ */
+int mhs_log_setup(
+    const char *program, const char *component, const char *level);
+
 /* mhs_log_level_parse turns "debug|info|warn|error" into a level, or -1. */
 int mhs_log_level_parse(const char *name);
 

@@ -2,6 +2,8 @@
  * Design notes: see util.h. Randomness comes from OpenSSL's CSPRNG.
  */
 #include <openssl/hmac.h>
+#include <pthread.h>
+#include <signal.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -80,4 +82,14 @@ mhs_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
 	unsigned int outlen = 32;
 
 	HMAC(EVP_sha256(), key, (int) keylen, data, len, out, &outlen);
+}
+
+void
+mhs_signals_block(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+	signal(SIGPIPE, SIG_IGN);
 }

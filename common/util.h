@@ -5,6 +5,7 @@
 #ifndef MHS_UTIL_H
 #define MHS_UTIL_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,6 +17,13 @@ int64_t mhs_mono_ms(void);
 
 /* mhs_uuid_upper writes a random (v4) upper-case UUID and a NUL (37 bytes). */
 int mhs_uuid_upper(char out[37]);
+
+/*
+ * mhs_signals_block blocks SIGINT and SIGTERM in this thread and every
+ * thread it starts later (call it before nng or curl start theirs), so
+ * main can take them with sigwait(set); SIGPIPE is ignored.
+ */
+void mhs_signals_block(sigset_t *set);
 
 /* mhs_sha256 hashes len bytes into out[32]. */
 void mhs_sha256(const void *data, size_t len, uint8_t out[32]);

@@ -16,6 +16,7 @@
 #include "error.h"
 #include "gateway.h"
 #include "log.h"
+#include "util.h"
 #include "probe.h"
 
 static struct gw gw;
@@ -143,11 +144,7 @@ gw_run(void)
 	sigset_t set;
 	int rv, sig;
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	mhs_signals_block(&set);
 
 	if ((rv = gw_server_start(&gw)) != 0) {
 		fprintf(stderr, "mhs-gateway: cannot start: %s\n",
@@ -175,17 +172,12 @@ gw_run(void)
 int
 main(int argc, char **argv)
 {
-	int rv, level;
+	int rv;
 
 	if ((rv = mhs_config_load(&gw_program, argc, argv)) != 0)
 		return rv > 0 ? 0 : 2;
-	if ((level = mhs_log_level_parse(gw.cfg.log_level)) < 0) {
-		fprintf(stderr,
-		    "mhs-gateway: --log-level: expected debug, "
-		    "info, warn or error\n");
+	if (mhs_log_setup("mhs-gateway", "gateway", gw.cfg.log_level) != 0)
 		return 2;
-	}
-	mhs_log_init("gateway", level);
 	gw_config_check(&gw.cfg);
 	if (gw.cfg.clients_file[0] == '\0') {
 		fprintf(stderr, "mhs-gateway: --clients FILE is required\n");

@@ -19,6 +19,7 @@
 #include "error.h"
 #include "inbound.h"
 #include "log.h"
+#include "util.h"
 #include "probe.h"
 #include "router.h"
 
@@ -169,18 +170,13 @@ main(int argc, char **argv)
 	struct rt_inbound *inbound = NULL;
 	pthread_t engine;
 	sigset_t set;
-	int rv, level, sig;
+	int rv, sig;
 	char name[64];
 
 	if ((rv = mhs_config_load(&rt_program, argc, argv)) != 0)
 		return rv > 0 ? 0 : 2;
-	if ((level = mhs_log_level_parse(rt.cfg.log_level)) < 0) {
-		fprintf(stderr,
-		    "mhs-router: --log-level: expected debug, "
-		    "info, warn or error\n");
+	if (mhs_log_setup("mhs-router", "router", rt.cfg.log_level) != 0)
 		return 2;
-	}
-	mhs_log_init("router", level);
 	if (rt.cfg.consumer[0] == '\0') {
 		snprintf(name, sizeof(name), "router-%d", (int) getpid());
 		free(rt.cfg.consumer);
@@ -192,11 +188,7 @@ main(int argc, char **argv)
 	rt.breakers.min_ms = rt.cfg.breaker_open_ms;
 	rt.breakers.max_ms = rt.cfg.breaker_max_open_ms;
 	srand((unsigned) time(NULL) ^ (unsigned) getpid());
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	mhs_signals_block(&set);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 
 	if ((rv = mhs_client_open(&rt.store, rt.cfg.store_url)) != 0) {

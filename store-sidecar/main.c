@@ -223,17 +223,12 @@ main(int argc, char **argv)
 {
 	struct mhs_probe *probe = NULL;
 	sigset_t set;
-	int rv, level, sig;
+	int rv, sig;
 
 	if ((rv = mhs_config_load(&st_program, argc, argv)) != 0)
 		return rv > 0 ? 0 : 2;
-	if ((level = mhs_log_level_parse(st.cfg.log_level)) < 0) {
-		fprintf(stderr,
-		    "mhs-store: --log-level: expected debug, info, "
-		    "warn or error\n");
+	if (mhs_log_setup("mhs-store", "store", st.cfg.log_level) != 0)
 		return 2;
-	}
-	mhs_log_init("store", level);
 	if (st.cfg.node_id[0] == '\0') {
 		gethostname(hostname, sizeof(hostname) - 1);
 		free(st.cfg.node_id);
@@ -244,11 +239,7 @@ main(int argc, char **argv)
 		    "--nhs-index-key is empty: "
 		    "set a secret so NHS number index keys cannot be "
 		    "guessed");
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	mhs_signals_block(&set);
 
 	if (st_open_journal() != 0)
 		return 1;

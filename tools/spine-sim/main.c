@@ -309,11 +309,7 @@ main(int argc, char **argv)
 	sigset_t sigs;
 	int rv, sig;
 
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* before nng's threads */
-	signal(SIGPIPE, SIG_IGN);
+	mhs_signals_block(&sigs); /* before nng's threads */
 	if ((rv = mhs_config_load(&sim_prog, argc, argv)) != 0)
 		return rv == 1 ? 0 : 2;
 	cfg = (struct sim_config) {(int) opt_fail_rate, SIM_FAULT_RETRIABLE,
