@@ -472,6 +472,11 @@ rt_engine_run(struct router *r)
 		return MHS_ENOMEM;
 	curl_multi_setopt(
 	    multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) r->cfg.max_in_flight);
+	/* Keep every connection: libcurl's default cache (four per easy
+	 * handle attached) shrinks as transfers finish and closes
+	 * connections that a TLS handshake must then reopen. */
+	curl_multi_setopt(
+	    multi, CURLMOPT_MAXCONNECTS, (long) r->cfg.max_in_flight + 8);
 	while (!atomic_load(&r->stopping)) {
 		rt_lease(r, multi);
 		rt_reports_flush(r); /* refusals of an open circuit */

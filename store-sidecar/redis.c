@@ -476,6 +476,65 @@ replay_one(void *arg, uint64_t seq, const void *body, size_t len)
 	return 0;
 }
 
+/*
+ * rebuild_marker runs cmd (EXISTS, SET or DEL) on this node's "rebuild
+ * running" key; returns the integer reply (0 or 1) or -1.
+ */
+static int
+rebuild_marker(struct store *st, const char *cmd)
+{
+	char key[128];
+	const char *argv[] = {cmd, key, "1"};
+	redisReply *rep;
+	int rv;
+
+	snprintf(key, sizeof(key), "%s:rebuild:%s", st->cfg.prefix,
+	    st->cfg.node_id);
+	if ((rep = st_redis_cmd(
+	         st, strcmp(cmd, "SET") == 0 ? 3 : 2, argv, NULL)) == NULL)
+		return -1;
+	rv = rep->type == REDIS_REPLY_INTEGER ? (int) rep->integer
+	    : rep->type == REDIS_REPLY_STATUS ? 0
+	                                      : -1;
+	freeReplyObject(rep);
+	return rv;
+}
+
+/* redis_rebuild fills an empty Redis from the journal (rebuild.c). */
+static int
+redis_rebuild(struct store *st)
+{
+	char key[128], num[24];
+	const char *set[] = {"SET", key, num};
+	uint64_t applied = 0;
+	redisReply *rep;
+	int rv;
+
+	mhs_info("replay_start",
+	    "Redis holds nothing of this node: rebuilding it from journal "
+	    "records 1..%llu",
+	    (unsigned long long) mhs_journal_last_seq(st->journal));
+	if (rebuild_marker(st, "SET") != 0)
+		return MHS_EUNAVAIL;
+	atomic_store(&st->replaying, true);
+	rv = st_redis_rebuild(st, &applied);
+	atomic_store(&st->replaying, false);
+	if (rv != 0) {
+		st_redis_drop(st, "rebuild failed");
+		return rv;
+	}
+	snprintf(key, sizeof(key), "%s:applied_seq:%s", st->cfg.prefix,
+	    st->cfg.node_id);
+	snprintf(num, sizeof(num), "%llu", (unsigned long long) applied);
+	if ((rep = st_redis_cmd(st, 3, set, NULL)) == NULL)
+		return MHS_EUNAVAIL;
+	freeReplyObject(rep);
+	if (rebuild_marker(st, "DEL") < 0)
+		return MHS_EUNAVAIL;
+	st->redis.applied_seq = applied;
+	return 0;
+}
+
 int
 st_redis_replay(struct store *st)
 {
@@ -517,6 +576,21 @@ st_redis_replay(struct store *st)
 			return MHS_EUNAVAIL;
 		freeReplyObject(rep);
 	}
+	if (rp.applied == 0 && mhs_journal_last_seq(st->journal) > 0) {
+		/* Nothing of this node in Redis: rebuild it in one pass per
+		 * message (rebuild.c), unless a rebuild was interrupted. */
+		switch (rebuild_marker(st, "EXISTS")) {
+		case 0:
+			return redis_rebuild(st);
+		case 1:
+			mhs_warn("replay_resumed",
+			    "an earlier rebuild of Redis was interrupted; "
+			    "replaying record by record");
+			break;
+		default:
+			return MHS_EUNAVAIL;
+		}
+	}
 	if (rp.applied == 0) {
 		/* An empty (or emptied) Redis: the script refuses to apply
 		 * anything until this key exists, so a FLUSHALL under a live
@@ -544,7 +618,7 @@ st_redis_replay(struct store *st)
 		return rv;
 	}
 	st->redis.applied_seq = rp.applied;
-	return 0;
+	return rebuild_marker(st, "DEL") < 0 ? MHS_EUNAVAIL : 0;
 }
 
 int

@@ -171,6 +171,9 @@ int st_redis_check(struct store *st);
 bool st_redis_ok_since_check(struct store *st);
 /* Replays every journal record after the last one Redis applied. */
 int st_redis_replay(struct store *st);
+/* rebuild.c: fills a Redis holding nothing of this node from the journal,
+ * one write per message; *applied is the last record it covers. */
+int st_redis_rebuild(struct store *st, uint64_t *applied);
 /* One command, returning the reply (caller frees) or NULL after dropping. */
 redisReply *st_redis_cmd(
     struct store *st, int argc, const char **argv, const size_t *lens);
