@@ -14,6 +14,7 @@ int64_t mhs_now_ms(void);
 
 /* Monotonic milliseconds (for deadlines and durations). */
 int64_t mhs_mono_ms(void);
+int64_t mhs_mono_us(void);
 
 /* mhs_uuid_upper writes a random (v4) upper-case UUID and a NUL (37 bytes). */
 int mhs_uuid_upper(char out[37]);

@@ -126,6 +126,10 @@ st_metrics_write(void *arg, struct mhs_buf *out)
 	    "mhs_store_batch_ops_total %llu\n"
 	    "# TYPE mhs_store_journal_write_seconds_total counter\n"
 	    "mhs_store_journal_write_seconds_total %g\n"
+	    "# TYPE mhs_store_redis_read_seconds_total counter\n"
+	    "mhs_store_redis_read_seconds_total %g\n"
+	    "# TYPE mhs_store_redis_apply_wait_seconds_total counter\n"
+	    "mhs_store_redis_apply_wait_seconds_total %g\n"
 	    "# TYPE mhs_store_journal_bytes_total counter\n"
 	    "mhs_store_journal_bytes_total %llu\n"
 	    "# TYPE mhs_store_leased_total counter\n"
@@ -143,6 +147,8 @@ st_metrics_write(void *arg, struct mhs_buf *out)
 	    atomic_load(&t->appends), atomic_load(&t->duplicates),
 	    atomic_load(&t->batches), atomic_load(&t->batch_ops),
 	    atomic_load(&t->fsync_us_sum) / 1e6,
+	    atomic_load(&t->read_us_sum) / 1e6,
+	    atomic_load(&t->apply_wait_us_sum) / 1e6,
 	    atomic_load(&t->journal_bytes), atomic_load(&t->leases),
 	    atomic_load(&t->reports), atomic_load(&t->redis_errors),
 	    atomic_load(&t->journal_only_appends), atomic_load(&t->backlog),

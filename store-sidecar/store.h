@@ -103,6 +103,7 @@ struct st_stats {
 	atomic_ullong appends, duplicates, batches, batch_ops, fsync_us_sum;
 	atomic_ullong reports, leases, redis_errors, journal_bytes;
 	atomic_ullong journal_only_appends, backlog;
+	atomic_ullong read_us_sum, apply_wait_us_sum; /* worker phases */
 };
 
 #define ST_APPLY_MAX   64
@@ -134,8 +135,9 @@ struct store {
 	atomic_bool backlog_ok; /* Redis down, but the backlog is bounded */
 	atomic_bool replaying;  /* a replay holds the worker: not ready */
 	struct st_window window;
-	struct st_apply apply;   /* worker only */
-	int64_t retention_at_ms; /* worker only */
+	struct st_apply apply;     /* worker only */
+	int64_t retention_at_ms;   /* worker only */
+	int64_t lease_claim_at_ms; /* worker only: last XAUTOCLAIM */
 	struct st_stats stats;
 };
 

@@ -475,16 +475,21 @@ state_final(long long s)
 /* lease_entries claims stale leases first, then new entries. */
 /*
  * LEASE_LUA does a lease in one round trip: claim entries whose lease ran
- * out (XAUTOCLAIM), then new ones (XREADGROUP), and return each as
- * {entry id, message id or "", the message's hash}.
+ * out (XAUTOCLAIM, when ARGV[5] is "1"), then new ones (XREADGROUP), and
+ * return each as {entry id, message id or "", the message's hash}.
+ * XAUTOCLAIM walks the pending list from its start, every lease in flight,
+ * so it is asked at most every LEASE_CLAIM_MS (leases run for seconds).
  */
+#define LEASE_CLAIM_MS 500
 static const char LEASE_LUA[] =
     "local p, consumer, count = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
     "local stream = p .. ':deliver'\n"
     "local entries = {}\n"
-    "local c = redis.call('XAUTOCLAIM', stream, 'routers', consumer,\n"
-    "  ARGV[4], '0-0', 'COUNT', count)\n"
-    "for _, e in ipairs(c[2]) do entries[#entries + 1] = e end\n"
+    "if ARGV[5] == '1' then\n"
+    "  local c = redis.call('XAUTOCLAIM', stream, 'routers', consumer,\n"
+    "    ARGV[4], '0-0', 'COUNT', count)\n"
+    "  for _, e in ipairs(c[2]) do entries[#entries + 1] = e end\n"
+    "end\n"
     "if #entries < count then\n"
     "  local r = redis.call('XREADGROUP', 'GROUP', 'routers', consumer,\n"
     "    'COUNT', count - #entries, 'STREAMS', stream, '>')\n"
@@ -509,13 +514,16 @@ lease_read(
     struct store *st, const Mhs__Store__V1__LeaseRequest *in, unsigned max)
 {
 	char count[16], idle[16];
-	const char *argv[] = {
-	    "EVAL", LEASE_LUA, "0", st->cfg.prefix, in->consumer, count, idle};
+	bool claim = mhs_mono_ms() - st->lease_claim_at_ms >= LEASE_CLAIM_MS;
+	const char *argv[] = {"EVAL", LEASE_LUA, "0", st->cfg.prefix,
+	    in->consumer, count, idle, claim ? "1" : "0"};
 
+	if (claim)
+		st->lease_claim_at_ms = mhs_mono_ms();
 	snprintf(count, sizeof(count), "%u", max);
 	snprintf(
 	    idle, sizeof(idle), "%u", in->lease_ms ? in->lease_ms : 30000);
-	return st_redis_cmd(st, 7, argv, NULL);
+	return st_redis_cmd(st, 8, argv, NULL);
 }
 
 /* lease_delivery makes the Delivery of one leased message from its hash. */
@@ -1008,10 +1016,10 @@ batch_journal(struct st_batch *b)
 		atomic_fetch_add(&b->st->stats.journal_bytes, r->len);
 	}
 	if (rv == 0) {
-		int64_t t0 = mhs_mono_ms();
+		int64_t t0 = mhs_mono_us();
 		rv = mhs_journal_append(b->st->journal, e, b->n, &first);
 		atomic_fetch_add(&b->st->stats.fsync_us_sum,
-		    (unsigned long long) (mhs_mono_ms() - t0) * 1000);
+		    (unsigned long long) (mhs_mono_us() - t0));
 	}
 	for (size_t i = 0; rv == 0 && i < b->n; i++)
 		b->recs[i].seq = first + i;
@@ -1166,6 +1174,7 @@ worker_batch(struct store *st, struct st_op *ops, size_t nops)
 	struct st_op **apps = calloc(nops, sizeof(*apps)), *next;
 	size_t napps = 0, pending = 0;
 	bool redis_up;
+	int64_t t0;
 	int rv;
 
 	if (apps == NULL || mhs_journal_failed(st->journal) != 0) {
@@ -1177,6 +1186,7 @@ worker_batch(struct store *st, struct st_op *ops, size_t nops)
 		goto answer;
 	}
 	redis_up = st_redis_ensure(st) == 0;
+	t0 = mhs_mono_us();
 	if (redis_up)
 		batch_read(&b, ops, apps, &napps);
 	else
@@ -1184,6 +1194,8 @@ worker_batch(struct store *st, struct st_op *ops, size_t nops)
 	if (napps > 0)
 		appends_dedup(
 		    &b, apps, napps, redis_up && st->redis.c != NULL);
+	atomic_fetch_add(
+	    &st->stats.read_us_sum, (unsigned long long) (mhs_mono_us() - t0));
 	appends_record(&b, apps, napps);
 	if ((rv = batch_journal(&b)) != 0)
 		batch_journal_failed(&b, rv);
@@ -1204,7 +1216,10 @@ answer:
 		next = op->next;
 		st_op_finish(op);
 	}
+	t0 = mhs_mono_us();
 	batch_apply_wait(&b, pending);
+	atomic_fetch_add(&st->stats.apply_wait_us_sum,
+	    (unsigned long long) (mhs_mono_us() - t0));
 	for (size_t i = 0; i < b.n; i++)
 		free(b.recs[i].packed);
 	free(b.recs);

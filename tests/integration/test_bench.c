@@ -160,6 +160,28 @@ Test(bench, count_sends_exactly_that_many, .init = setup, .fini = teardown,
 	    !stack_restarts(&stk), "a process was restarted; see %s", stk.dir);
 }
 
+/*
+ * --rate is open-loop: request k is due k / rate seconds in, so 50
+ * requests at 100/s cannot finish before the 50th is due (0.49 s), however
+ * fast the stack; closed-loop they would take a few milliseconds.
+ */
+Test(bench, rate_paces_requests_open_loop, .init = setup, .fini = teardown,
+    .timeout = 120)
+{
+	static char out[OUT_MAX], err[OUT_MAX];
+	const char *args[] = {"--url", stk.gateway_url, "--count", "50",
+	    "--rate", "100", "--warmup-s", "0", "--concurrency", "8",
+	    "--quiet", NULL};
+	int rc = bench(args, out, err);
+	double secs = 0;
+
+	cr_assert_eq(rc, 0, "mhs-bench exited %d\n%s\n%s", rc, out, err);
+	cr_assert_eq(sscanf(out, "submit: 50 ok in %lf s", &secs), 1,
+	    "expected 50 accepted Submits:\n%s", out);
+	cr_assert_geq(secs, 0.48, "50 requests at 100/s took %.3f s", secs);
+	cr_assert(strstr(out, "open loop at 100/s:") != NULL, "%s", out);
+}
+
 /* free_port returns a loopback port nobody listens on (just released). */
 static int
 free_port(void)

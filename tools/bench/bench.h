@@ -55,6 +55,7 @@ struct bench_stats {
 	_Atomic uint64_t codes[BENCH_CODES];
 	_Atomic uint64_t terrs[BENCH_TERRS];
 	_Atomic uint64_t bad_replies; /* replies that did not decode */
+	_Atomic uint64_t late;        /* --rate: sent over 1 ms after due */
 	struct bench_hist hist;       /* latency (ns) of code-0 replies */
 	int64_t t_start, t_end;       /* monotonic ns */
 };
@@ -90,6 +91,17 @@ int bench_load_open(struct bench_load **lp, const char *url,
 void bench_load_run(struct bench_load *l, struct bench_stats *st,
     uint64_t count, int64_t duration_ns, const char *progress,
     volatile int *stop);
+
+/*
+ * bench_load_set_rate makes later phases open-loop: request k is due at
+ * k / per_s seconds after the phase starts (0: closed loop, each context
+ * sends its next request as soon as the last is answered). Latency is
+ * then measured from when a request was due, not when a context got to
+ * send it, so a stall shows in the percentiles (no coordinated
+ * omission); stats->late counts requests sent over 1 ms late (every
+ * context was busy: raise --concurrency).
+ */
+void bench_load_set_rate(struct bench_load *l, double per_s);
 
 /* bench_load_close stops every aio, then frees everything. NULL is ok. */
 void bench_load_close(struct bench_load *l);

@@ -15,6 +15,12 @@
  * Contexts are spread round-robin over --sockets sockets, one TCP
  * connection each.
  *
+ * With a rate (bench_load_set_rate) the driver is open-loop: each request
+ * takes a ticket k, due at start + k / rate; a context early for its
+ * ticket waits on its own timer aio (never on the REQ aio: in nng 1.5.2
+ * an aio that has slept can complete a later timed-out operation with
+ * result 0 and no message), and latency runs from the due time.
+ *
  * Locking: stats are atomics. l->mtx guards l->active (workers not idle)
  * and is taken by a callback only when its worker goes idle; the main
  * thread waits on l->cv for active == 0, waking once a second to print
@@ -44,9 +50,11 @@ enum worker_state {
 struct bench_worker {
 	struct bench_load *load;
 	nng_aio *aio;
+	nng_aio *timer; /* open-loop only: waits for the next due time */
 	nng_ctx ctx;
 	enum worker_state state;
-	int64_t t0; /* when the current request was made */
+	int64_t t0;  /* when the current request was made (or due) */
+	int64_t due; /* open-loop: when the next request is due */
 };
 
 struct bench_load {
@@ -59,6 +67,7 @@ struct bench_load {
 	struct bench_stats *st;
 	uint64_t count;
 	int64_t end_ns;
+	double interval_ns; /* open-loop: between due times; 0: closed */
 	atomic_bool stop;
 	pthread_mutex_t mtx;
 	pthread_cond_t cv;
@@ -115,13 +124,24 @@ count_reply(struct bench_worker *w, nng_msg *m)
 		    &st->hist, (uint64_t) (bench_now_ns() - w->t0));
 }
 
-/* phase_over takes a ticket for one more request, or says the phase is
- * over. */
+/*
+ * phase_over takes a ticket for one more request, or says the phase is
+ * over. Open-loop, *due is when the ticket's request is due.
+ */
 static bool
-phase_over(struct bench_load *l)
+phase_over(struct bench_load *l, int64_t *due)
 {
+	uint64_t k;
+
+	*due = 0;
 	if (atomic_load_explicit(&l->stop, memory_order_relaxed))
 		return true;
+	if (l->interval_ns > 0) {
+		k = atomic_fetch_add(&l->st->issued, 1);
+		*due =
+		    l->st->t_start + (int64_t) ((double) k * l->interval_ns);
+		return l->count > 0 ? k >= l->count : *due >= l->end_ns;
+	}
 	if (l->count > 0)
 		return atomic_fetch_add(&l->st->issued, 1) >= l->count;
 	if (bench_now_ns() >= l->end_ns)
@@ -144,28 +164,56 @@ worker_idle(struct bench_worker *w)
 	pthread_mutex_unlock(&l->mtx);
 }
 
-/* worker_next starts the next request, or idles the worker. */
+/* worker_send makes the request of the ticket taken and sends it. */
+static void
+worker_send(struct bench_worker *w)
+{
+	struct bench_load *l = w->load;
+	int64_t now = bench_now_ns();
+	nng_msg *m;
+
+	while (l->t->make(l->t->arg, &m) != 0)
+		atomic_fetch_add(&l->st->terrs[NNG_ENOMEM], 1);
+	w->t0 = now;
+	if (l->interval_ns > 0 && w->due < now) {
+		w->t0 = w->due; /* late: the wait is part of the latency */
+		if (now - w->due > 1000000)
+			atomic_fetch_add(&l->st->late, 1);
+	}
+	w->state = W_SEND;
+	nng_aio_set_msg(w->aio, m);
+	nng_ctx_send(w->ctx, w->aio);
+}
+
+/* worker_next starts the next request (or its wait), or idles. */
 static void
 worker_next(struct bench_worker *w)
 {
 	struct bench_load *l = w->load;
-	nng_msg *m;
+	int64_t ahead;
 
-	for (;;) {
-		int rv;
-
-		if (phase_over(l)) {
-			worker_idle(w);
-			return;
-		}
-		if ((rv = l->t->make(l->t->arg, &m)) == 0)
-			break;
-		atomic_fetch_add(&l->st->terrs[NNG_ENOMEM], 1);
+	if (phase_over(l, &w->due)) {
+		worker_idle(w);
+		return;
 	}
-	w->t0 = bench_now_ns();
-	w->state = W_SEND;
-	nng_aio_set_msg(w->aio, m);
-	nng_ctx_send(w->ctx, w->aio);
+	ahead = w->due - bench_now_ns();
+	if (l->interval_ns > 0 && ahead >= 1000000) {
+		w->state = W_IDLE; /* waiting on the timer, not the socket */
+		nng_sleep_aio((nng_duration) (ahead / 1000000), w->timer);
+		return;
+	}
+	worker_send(w);
+}
+
+static void
+timer_cb(void *arg)
+{
+	struct bench_worker *w = arg;
+
+	if (nng_aio_result(w->timer) != 0 || w->load->stop)
+		worker_idle(w);
+	else
+		worker_send(w);
 }
 
 static void
@@ -225,7 +273,8 @@ load_workers_open(struct bench_load *l, int timeout_ms)
 		int rv;
 
 		w->load = l;
-		if ((rv = nng_aio_alloc(&w->aio, worker_cb, w)) != 0)
+		if ((rv = nng_aio_alloc(&w->aio, worker_cb, w)) != 0 ||
+		    (rv = nng_aio_alloc(&w->timer, timer_cb, w)) != 0)
 			return rv;
 		nng_aio_set_timeout(w->aio, timeout_ms);
 		if ((rv = nng_ctx_open(&w->ctx, l->socks[i % l->nsocks])) != 0)
@@ -280,8 +329,11 @@ load_wait(struct bench_load *l, const char *progress, volatile int *stop)
 			ts.tv_nsec -= 1000000000;
 		}
 		pthread_cond_timedwait(&l->cv, &l->mtx, &ts);
-		if (stop != NULL && *stop)
+		if (stop != NULL && *stop && !atomic_load(&l->stop)) {
 			atomic_store(&l->stop, true);
+			for (int i = 0; i < l->nw; i++)
+				nng_aio_cancel(l->w[i].timer);
+		}
 		if (progress != NULL && bench_now_ns() - tick >= 1000000000) {
 			uint64_t done =
 			    bench_stats_ok(l->st) + bench_stats_errors(l->st);
@@ -304,8 +356,10 @@ bench_load_run(struct bench_load *l, struct bench_stats *st, uint64_t count,
     int64_t duration_ns, const char *progress, volatile int *stop)
 {
 	/* 1. The previous phase's callbacks have all returned. */
-	for (int i = 0; i < l->nw; i++)
+	for (int i = 0; i < l->nw; i++) {
 		nng_aio_wait(l->w[i].aio);
+		nng_aio_wait(l->w[i].timer);
+	}
 	/* 2. Arm the phase, then start every worker. */
 	l->st = st;
 	l->count = count;
@@ -321,17 +375,27 @@ bench_load_run(struct bench_load *l, struct bench_stats *st, uint64_t count,
 }
 
 void
+bench_load_set_rate(struct bench_load *l, double per_s)
+{
+	l->interval_ns = per_s > 0 ? 1e9 / per_s : 0;
+}
+
+void
 bench_load_close(struct bench_load *l)
 {
 	if (l == NULL)
 		return;
-	for (int i = 0; l->w != NULL && i < l->nw; i++)
+	for (int i = 0; l->w != NULL && i < l->nw; i++) {
+		if (l->w[i].timer != NULL)
+			nng_aio_stop(l->w[i].timer);
 		if (l->w[i].aio != NULL)
 			nng_aio_stop(l->w[i].aio);
+	}
 	for (int i = 0; l->w != NULL && i < l->nw; i++) {
 		if (nng_ctx_id(l->w[i].ctx) > 0)
 			nng_ctx_close(l->w[i].ctx);
 		nng_aio_free(l->w[i].aio);
+		nng_aio_free(l->w[i].timer);
 	}
 	for (int i = 0; i < l->nsocks; i++)
 		nng_close(l->socks[i]);

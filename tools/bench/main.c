@@ -8,6 +8,8 @@
  *      request; it runs first, while the stack is idle;
  *   3. the measurement against the gateway: --warmup-s unrecorded, then
  *      --count requests or --duration-s seconds, --concurrency in flight.
+ * With --rate N both measurements are open-loop at N requests a second
+ * (load.c), for latency at a fixed load: "p99 at 5k/s".
  * stdout gets a report per measurement and, last, the one line of the
  * contract (DESIGN §6):
  *   ratio=R submit_per_s=N baseline_per_s=N p50_us=N p99_us=N
@@ -32,7 +34,7 @@
 static struct {
 	char *url, *token, *method, *sender;
 	long long concurrency, sockets, payload_bytes, duration_s, count;
-	long long warmup_s, timeout_ms;
+	long long warmup_s, timeout_ms, rate;
 	bool baseline, quiet;
 } o;
 
@@ -53,6 +55,10 @@ static struct mhs_opt opts[] = {
         "length of each measurement (unless --count)", &o.duration_s},
     {"count", MHS_OPT_INT, "0", 0, 1000000000000LL,
         "requests per measurement; 0: run for --duration-s", &o.count},
+    {"rate", MHS_OPT_INT, "0", 0, 10000000,
+        "open-loop: requests per second, latency from when each was due "
+        "(0: each context sends again as soon as answered)",
+        &o.rate},
     {"warmup-s", MHS_OPT_INT, "1", 0, 3600,
         "unrecorded load before each measurement", &o.warmup_s},
     {"baseline", MHS_OPT_BOOL, "false", 0, 0,
@@ -154,10 +160,14 @@ open_failed(const char *what, const char *url, int rv)
 static void
 print_header(const struct bench_gen *g)
 {
+	char rate[48] = "";
+
+	if (o.rate > 0)
+		snprintf(rate, sizeof(rate), "at %lld/s, ", o.rate);
 	fprintf(stderr,
 	    "mhs-bench: %s to %s, concurrency %lld, request %zu bytes, "
-	    "%s%lld %s; run id %s\n",
-	    o.method, o.url, o.concurrency, gw_res.request_bytes,
+	    "%s%s%lld %s; run id %s\n",
+	    o.method, o.url, o.concurrency, gw_res.request_bytes, rate,
 	    o.baseline ? "with baseline, " : "",
 	    o.count > 0 ? o.count : o.duration_s,
 	    o.count > 0 ? "requests" : "s", g->run_id);
@@ -171,7 +181,10 @@ open_target(struct bench_load **lp, const char *what, const char *url,
 	int rv = bench_load_open(lp, url, t, (int) o.concurrency,
 	    (int) o.sockets, (int) o.timeout_ms);
 
-	return rv != 0 ? open_failed(what, url, rv) : 0;
+	if (rv != 0)
+		return open_failed(what, url, rv);
+	bench_load_set_rate(*lp, (double) o.rate);
+	return 0;
 }
 
 /* measure runs the warm-up, then the measurement, on an open target. */
@@ -248,6 +261,13 @@ print_result(struct bench_result *r, const char *title)
 	    us(bench_hist_quantile(h, 0.5)), us(bench_hist_quantile(h, 0.9)),
 	    us(bench_hist_quantile(h, 0.99)),
 	    us(bench_hist_quantile(h, 0.999)), us(bench_hist_quantile(h, 1)));
+	if (o.rate > 0)
+		printf("  open loop at %lld/s: %llu requests sent over 1 ms "
+		       "after due%s\n",
+		    o.rate, (unsigned long long) atomic_load(&st->late),
+		    atomic_load(&st->late) > 0
+		        ? " (all contexts busy, or a loaded machine)"
+		        : "");
 	print_errors("  warm-up", &r->warm);
 	print_errors(" ", st);
 }
