@@ -46,14 +46,23 @@ static const struct st_binding bind_unsolicited = {ST_UNSOLICITED, false};
 static const struct st_binding bind_report_many = {ST_REPORT_MANY, false};
 static const struct st_binding bind_ready = {0, true};
 
-static void
-st_send(struct st_ctx *c, int code, const char *message,
-    const ProtobufCMessage *payload)
+/* st_reply encodes a reply; NULL only when even an empty one cannot be
+ * had (then the context just receives again). */
+static nng_msg *
+st_reply(int code, const char *message, const ProtobufCMessage *payload)
 {
 	nng_msg *msg;
 
 	if (mhs_rpc_response_msg(&msg, code, message, payload, NULL, 0) != 0 &&
-	    nng_msg_alloc(&msg, 0) != 0) {
+	    nng_msg_alloc(&msg, 0) != 0)
+		return NULL;
+	return msg;
+}
+
+static void
+st_send_msg(struct st_ctx *c, nng_msg *msg)
+{
+	if (msg == NULL) {
 		c->state = ST_CTX_RECV;
 		nng_ctx_recv(c->ctx, c->aio);
 		return;
@@ -63,17 +72,33 @@ st_send(struct st_ctx *c, int code, const char *message,
 	nng_ctx_send(c->ctx, c->aio);
 }
 
+static void
+st_send(struct st_ctx *c, int code, const char *message,
+    const ProtobufCMessage *payload)
+{
+	st_send_msg(c, st_reply(code, message, payload));
+}
+
+/*
+ * st_op_finish answers op from the worker thread. The send is the last
+ * thing it does: once started, the context may complete it, receive its
+ * next request and refill op (its own) on an nng thread at once, so op
+ * must not be touched after (a free of op->in after the send freed the
+ * next request under load: the store crashed on a NULL request).
+ */
 void
 st_op_finish(struct st_op *op)
 {
 	struct st_ctx *c = op->ctx;
+	nng_msg *msg =
+	    st_reply(op->code, op->message, op->code == 0 ? op->out : NULL);
 
-	st_send(c, op->code, op->message, op->code == 0 ? op->out : NULL);
 	if (op->out != NULL && op->out_free != NULL)
 		op->out_free(op->out);
 	protobuf_c_message_free_unpacked(op->in, NULL);
 	op->in = NULL;
 	op->out = NULL;
+	st_send_msg(c, msg);
 }
 
 static void

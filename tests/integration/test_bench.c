@@ -182,6 +182,31 @@ Test(bench, rate_paces_requests_open_loop, .init = setup, .fini = teardown,
 	cr_assert(strstr(out, "open loop at 100/s:") != NULL, "%s", out);
 }
 
+/*
+ * Regression (found by an open-loop run, fixed): with hundreds of
+ * requests queued at the store, a context answered by the worker could
+ * complete its send, take its next request and have that request freed by
+ * the worker, which was still tidying the answered one: the store crashed
+ * (a NULL request) and scripts/run restarted it. Overload must be answered
+ * (8 or 14 are fine here), never crash anything.
+ */
+Test(bench, overload_open_loop_crashes_nothing, .init = setup,
+    .fini = teardown, .timeout = 120)
+{
+	static char out[OUT_MAX], err[OUT_MAX];
+	const char *args[] = {"--url", stk.gateway_url, "--rate", "4000",
+	    "--duration-s", "4", "--warmup-s", "0", "--concurrency", "512",
+	    "--quiet", NULL};
+	int rc = bench(args, out, err);
+
+	cr_assert(
+	    rc == 0 || rc == 1, "mhs-bench exited %d\n%s\n%s", rc, out, err);
+	cr_assert(!stack_restarts(&stk),
+	    "a process crashed and was restarted under overload; see "
+	    "%s/run.out",
+	    stk.dir);
+}
+
 /* free_port returns a loopback port nobody listens on (just released). */
 static int
 free_port(void)
