@@ -12,16 +12,17 @@
 struct rt_breaker *
 rt_breaker_get(struct rt_breakers *t, const char *url)
 {
-	struct rt_breaker *v;
+	struct rt_breaker **g, *v;
 
 	for (size_t i = 0; i < t->n; i++)
-		if (strcmp(t->v[i].url, url) == 0)
-			return &t->v[i];
-	if ((v = realloc(t->v, (t->n + 1) * sizeof(*v))) == NULL)
+		if (strcmp(t->v[i]->url, url) == 0)
+			return t->v[i];
+	if ((g = realloc(t->v, (t->n + 1) * sizeof(*g))) == NULL)
 		return NULL;
-	t->v = v;
-	v = &t->v[t->n++];
-	memset(v, 0, sizeof(*v));
+	t->v = g;
+	if ((v = calloc(1, sizeof(*v))) == NULL)
+		return NULL;
+	t->v[t->n++] = v;
 	snprintf(v->url, sizeof(v->url), "%s", url);
 	v->cool_ms = t->min_ms;
 	return v;
@@ -80,7 +81,7 @@ rt_breakers_blocked(const struct rt_breakers *t, int64_t now)
 	if (t->n == 0)
 		return false;
 	for (size_t i = 0; i < t->n; i++) {
-		const struct rt_breaker *b = &t->v[i];
+		const struct rt_breaker *b = t->v[i];
 		if (b->open_until == 0 ||
 		    (now >= b->open_until && !b->probing))
 			return false;
@@ -91,6 +92,8 @@ rt_breakers_blocked(const struct rt_breakers *t, int64_t now)
 void
 rt_breakers_fini(struct rt_breakers *t)
 {
+	for (size_t i = 0; i < t->n; i++)
+		free(t->v[i]);
 	free(t->v);
 	t->v = NULL;
 	t->n = 0;

@@ -26,7 +26,9 @@ struct rt_breaker {
 };
 
 struct rt_breakers {
-	struct rt_breaker *v;
+	/* Each breaker is its own allocation: transfers in flight keep a
+	 * pointer to theirs while new endpoints are added. */
+	struct rt_breaker **v;
 	size_t n;
 	int threshold;
 	int64_t min_ms, max_ms;

@@ -1212,6 +1212,10 @@ worker_batch(struct store *st, struct st_op *ops, size_t nops)
 	atomic_fetch_add(&st->stats.batches, 1);
 	atomic_fetch_add(&st->stats.batch_ops, nops);
 answer:
+	/* Once answered, an op belongs to its context again: nothing of the
+	 * batch may point into it (record fields do; they are not read). */
+	for (size_t i = 0; i < b.n; i++)
+		b.recs[i].op = NULL;
 	for (struct st_op *op = ops; op != NULL; op = next) {
 		next = op->next;
 		st_op_finish(op);
