@@ -289,8 +289,9 @@ responder_start(struct sim *s)
 	return 0;
 }
 
-/* Waits (bounded) for replies still sleeping out their latency. */
-static void
+/* Waits (bounded) for replies still sleeping out their latency; false
+ * if some are still pending (their callbacks still use s). */
+static bool
 sim_drain(struct sim *s)
 {
 	int64_t deadline = mhs_mono_ms() + SIM_LATENCY_MAX + 1000;
@@ -298,6 +299,7 @@ sim_drain(struct sim *s)
 
 	while (atomic_load(&s->pending) > 0 && mhs_mono_ms() < deadline)
 		nanosleep(&ts, NULL);
+	return atomic_load(&s->pending) == 0;
 }
 
 int
@@ -326,7 +328,12 @@ main(int argc, char **argv)
 	sigwait(&sigs, &sig);
 	mhs_info("sim_stopping", "signal %d", sig);
 	nng_http_server_stop(srv);
-	sim_drain(s);
+	if (!sim_drain(s)) {
+		/* A reply still pending would touch s after it is freed. */
+		mhs_warn("sim_stopping", "replies still pending: exiting");
+		fflush(NULL);
+		_exit(0);
+	}
 	nng_http_server_release(srv);
 	sim_respond_stop(s->resp);
 	curl_global_cleanup();
