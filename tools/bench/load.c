@@ -15,11 +15,13 @@
  * Contexts are spread round-robin over --sockets sockets, one TCP
  * connection each.
  *
- * With a rate (bench_load_set_rate) the driver is open-loop: each request
- * takes a ticket k, due at start + k / rate; a context early for its
- * ticket waits on its own timer aio (never on the REQ aio: in nng 1.5.2
- * an aio that has slept can complete a later timed-out operation with
- * result 0 and no message), and latency runs from the due time.
+ * With a rate (bench_load_set_rate) the driver is open-loop: a pacer
+ * thread releases request k at start + k / rate (clock_nanosleep to an
+ * absolute time: nng's timers woke contexts up to tens of milliseconds
+ * late at a few thousand a second, which showed as latency). A released
+ * request goes to a parked (idle) context at once, or, when every context
+ * is busy, is owed and taken by the next context to finish; either way
+ * its latency runs from its due time, so a stall is measured, not hidden.
  *
  * Locking: stats are atomics. l->mtx guards l->active (workers not idle)
  * and is taken by a callback only when its worker goes idle; the main
@@ -50,7 +52,6 @@ enum worker_state {
 struct bench_worker {
 	struct bench_load *load;
 	nng_aio *aio;
-	nng_aio *timer; /* open-loop only: waits for the next due time */
 	nng_ctx ctx;
 	enum worker_state state;
 	int64_t t0;  /* when the current request was made (or due) */
@@ -68,6 +69,13 @@ struct bench_load {
 	uint64_t count;
 	int64_t end_ns;
 	double interval_ns; /* open-loop: between due times; 0: closed */
+	/* Open-loop, under mtx: requests released by the pacer, the next
+	 * one to send, contexts waiting for one, and the pacer's end. */
+	uint64_t released, next_send;
+	struct bench_worker **parked;
+	int nparked;
+	bool pacing_done;
+	pthread_t pacer;
 	atomic_bool stop;
 	pthread_mutex_t mtx;
 	pthread_cond_t cv;
@@ -124,24 +132,13 @@ count_reply(struct bench_worker *w, nng_msg *m)
 		    &st->hist, (uint64_t) (bench_now_ns() - w->t0));
 }
 
-/*
- * phase_over takes a ticket for one more request, or says the phase is
- * over. Open-loop, *due is when the ticket's request is due.
- */
+/* phase_over takes a ticket for one more request (closed loop), or says
+ * the phase is over. */
 static bool
-phase_over(struct bench_load *l, int64_t *due)
+phase_over(struct bench_load *l)
 {
-	uint64_t k;
-
-	*due = 0;
 	if (atomic_load_explicit(&l->stop, memory_order_relaxed))
 		return true;
-	if (l->interval_ns > 0) {
-		k = atomic_fetch_add(&l->st->issued, 1);
-		*due =
-		    l->st->t_start + (int64_t) ((double) k * l->interval_ns);
-		return l->count > 0 ? k >= l->count : *due >= l->end_ns;
-	}
 	if (l->count > 0)
 		return atomic_fetch_add(&l->st->issued, 1) >= l->count;
 	if (bench_now_ns() >= l->end_ns)
@@ -185,35 +182,86 @@ worker_send(struct bench_worker *w)
 	nng_ctx_send(w->ctx, w->aio);
 }
 
-/* worker_next starts the next request (or its wait), or idles. */
+static int64_t
+due_of(const struct bench_load *l, uint64_t k)
+{
+	return l->st->t_start + (int64_t) ((double) k * l->interval_ns);
+}
+
+/* worker_next starts the next request, parks the worker (open loop,
+ * nothing owed), or idles it (the phase is over). */
 static void
 worker_next(struct bench_worker *w)
 {
 	struct bench_load *l = w->load;
-	int64_t ahead;
 
-	if (phase_over(l, &w->due)) {
+	if (l->interval_ns <= 0) {
+		if (phase_over(l))
+			worker_idle(w);
+		else
+			worker_send(w);
+		return;
+	}
+	pthread_mutex_lock(&l->mtx);
+	if (l->next_send < l->released && !atomic_load(&l->stop)) {
+		w->due = due_of(l, l->next_send++);
+		pthread_mutex_unlock(&l->mtx);
+		worker_send(w);
+		return;
+	}
+	if (l->pacing_done || atomic_load(&l->stop)) {
+		pthread_mutex_unlock(&l->mtx);
 		worker_idle(w);
 		return;
 	}
-	ahead = w->due - bench_now_ns();
-	if (l->interval_ns > 0 && ahead >= 1000000) {
-		w->state = W_IDLE; /* waiting on the timer, not the socket */
-		nng_sleep_aio((nng_duration) (ahead / 1000000), w->timer);
-		return;
-	}
-	worker_send(w);
+	w->state = W_IDLE;
+	l->parked[l->nparked++] = w;
+	pthread_mutex_unlock(&l->mtx);
 }
 
-static void
-timer_cb(void *arg)
+/*
+ * pacer_main releases each request at its due time to a parked worker,
+ * or leaves it owed; at the end it idles the parked workers.
+ */
+static void *
+pacer_main(void *arg)
 {
-	struct bench_worker *w = arg;
+	struct bench_load *l = arg;
+	struct bench_worker *go;
 
-	if (nng_aio_result(w->timer) != 0 || w->load->stop)
-		worker_idle(w);
-	else
-		worker_send(w);
+	for (uint64_t k = 0;; k++) {
+		int64_t due = due_of(l, k);
+		struct timespec ts = {due / 1000000000, due % 1000000000};
+
+		if (atomic_load(&l->stop) ||
+		    (l->count > 0 ? k >= l->count : due >= l->end_ns))
+			break;
+		while (clock_nanosleep(
+		           CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) != 0 &&
+		    !atomic_load(&l->stop))
+			;
+		atomic_fetch_add(&l->st->issued, 1);
+		pthread_mutex_lock(&l->mtx);
+		l->released = k + 1;
+		go = NULL;
+		if (l->nparked > 0 && l->next_send < l->released) {
+			go = l->parked[--l->nparked];
+			go->due = due_of(l, l->next_send++);
+		}
+		pthread_mutex_unlock(&l->mtx);
+		if (go != NULL)
+			worker_send(go);
+	}
+	for (;;) {
+		pthread_mutex_lock(&l->mtx);
+		l->pacing_done = true;
+		go = l->nparked > 0 ? l->parked[--l->nparked] : NULL;
+		pthread_mutex_unlock(&l->mtx);
+		if (go == NULL)
+			break;
+		worker_idle(go);
+	}
+	return NULL;
 }
 
 static void
@@ -273,8 +321,7 @@ load_workers_open(struct bench_load *l, int timeout_ms)
 		int rv;
 
 		w->load = l;
-		if ((rv = nng_aio_alloc(&w->aio, worker_cb, w)) != 0 ||
-		    (rv = nng_aio_alloc(&w->timer, timer_cb, w)) != 0)
+		if ((rv = nng_aio_alloc(&w->aio, worker_cb, w)) != 0)
 			return rv;
 		nng_aio_set_timeout(w->aio, timeout_ms);
 		if ((rv = nng_ctx_open(&w->ctx, l->socks[i % l->nsocks])) != 0)
@@ -293,7 +340,9 @@ bench_load_open(struct bench_load **lp, const char *url,
 	if (nsocks > BENCH_SOCKETS_MAX)
 		nsocks = BENCH_SOCKETS_MAX;
 	if ((l = calloc(1, sizeof(*l))) == NULL ||
-	    (l->w = calloc((size_t) concurrency, sizeof(*l->w))) == NULL)
+	    (l->w = calloc((size_t) concurrency, sizeof(*l->w))) == NULL ||
+	    (l->parked = calloc((size_t) concurrency, sizeof(*l->parked))) ==
+	        NULL)
 		goto fail;
 	l->t = t;
 	l->nw = concurrency;
@@ -329,11 +378,8 @@ load_wait(struct bench_load *l, const char *progress, volatile int *stop)
 			ts.tv_nsec -= 1000000000;
 		}
 		pthread_cond_timedwait(&l->cv, &l->mtx, &ts);
-		if (stop != NULL && *stop && !atomic_load(&l->stop)) {
+		if (stop != NULL && *stop)
 			atomic_store(&l->stop, true);
-			for (int i = 0; i < l->nw; i++)
-				nng_aio_cancel(l->w[i].timer);
-		}
 		if (progress != NULL && bench_now_ns() - tick >= 1000000000) {
 			uint64_t done =
 			    bench_stats_ok(l->st) + bench_stats_errors(l->st);
@@ -356,10 +402,8 @@ bench_load_run(struct bench_load *l, struct bench_stats *st, uint64_t count,
     int64_t duration_ns, const char *progress, volatile int *stop)
 {
 	/* 1. The previous phase's callbacks have all returned. */
-	for (int i = 0; i < l->nw; i++) {
+	for (int i = 0; i < l->nw; i++)
 		nng_aio_wait(l->w[i].aio);
-		nng_aio_wait(l->w[i].timer);
-	}
 	/* 2. Arm the phase, then start every worker. */
 	l->st = st;
 	l->count = count;
@@ -368,10 +412,22 @@ bench_load_run(struct bench_load *l, struct bench_stats *st, uint64_t count,
 	st->t_start = bench_now_ns();
 	st->t_end = st->t_start;
 	l->end_ns = st->t_start + duration_ns;
-	for (int i = 0; i < l->nw; i++)
+	l->released = l->next_send = 0;
+	l->nparked = 0;
+	l->pacing_done = false;
+	for (int i = 0; i < l->nw; i++) /* open loop: they park */
 		worker_next(&l->w[i]);
+	if (l->interval_ns > 0 &&
+	    pthread_create(&l->pacer, NULL, pacer_main, l) != 0) {
+		atomic_store(&l->stop, true);
+		pacer_main(l); /* releases nothing: idles everyone */
+		load_wait(l, progress, stop);
+		return;
+	}
 	/* 3. Wait for the last worker to go idle (it stamps t_end). */
 	load_wait(l, progress, stop);
+	if (l->interval_ns > 0)
+		pthread_join(l->pacer, NULL);
 }
 
 void
@@ -385,17 +441,13 @@ bench_load_close(struct bench_load *l)
 {
 	if (l == NULL)
 		return;
-	for (int i = 0; l->w != NULL && i < l->nw; i++) {
-		if (l->w[i].timer != NULL)
-			nng_aio_stop(l->w[i].timer);
+	for (int i = 0; l->w != NULL && i < l->nw; i++)
 		if (l->w[i].aio != NULL)
 			nng_aio_stop(l->w[i].aio);
-	}
 	for (int i = 0; l->w != NULL && i < l->nw; i++) {
 		if (nng_ctx_id(l->w[i].ctx) > 0)
 			nng_ctx_close(l->w[i].ctx);
 		nng_aio_free(l->w[i].aio);
-		nng_aio_free(l->w[i].timer);
 	}
 	for (int i = 0; i < l->nsocks; i++)
 		nng_close(l->socks[i]);
@@ -404,5 +456,6 @@ bench_load_close(struct bench_load *l)
 		pthread_cond_destroy(&l->cv);
 	}
 	free(l->w);
+	free(l->parked);
 	free(l);
 }
