@@ -194,8 +194,8 @@ Test(bench, overload_open_loop_crashes_nothing, .init = setup,
     .fini = teardown, .timeout = 120)
 {
 	static char out[OUT_MAX], err[OUT_MAX];
-	const char *args[] = {"--url", stk.gateway_url, "--rate", "4000",
-	    "--duration-s", "4", "--warmup-s", "0", "--concurrency", "512",
+	const char *args[] = {"--url", stk.gateway_url, "--rate", "20000",
+	    "--duration-s", "4", "--warmup-s", "0", "--concurrency", "1024",
 	    "--quiet", NULL};
 	int rc = bench(args, out, err);
 
