@@ -94,13 +94,64 @@ rt_write_cb(char *data, size_t size, size_t n, void *arg)
 	return size * n;
 }
 
+/*
+ * Easy handles are kept for the next delivery (reset, not rebuilt): a
+ * fresh one costs allocations and a cleanup per message, and a reset
+ * handle keeps nothing of its last transfer but caches. Engine thread
+ * only; at most one per transfer that can be in flight.
+ */
+static struct {
+	CURL **v;
+	size_t n, cap;
+} easy_pool;
+
+static CURL *
+easy_get(void)
+{
+	CURL *e;
+
+	if (easy_pool.n == 0)
+		return curl_easy_init();
+	e = easy_pool.v[--easy_pool.n];
+	curl_easy_reset(e);
+	return e;
+}
+
+static void
+easy_put(CURL *e)
+{
+	if (easy_pool.n == easy_pool.cap && easy_pool.cap < 1024) {
+		size_t cap = easy_pool.cap ? easy_pool.cap * 2 : 64;
+		CURL **g = realloc(easy_pool.v, cap * sizeof(*g));
+		if (g != NULL) {
+			easy_pool.v = g;
+			easy_pool.cap = cap;
+		}
+	}
+	if (easy_pool.n < easy_pool.cap)
+		easy_pool.v[easy_pool.n++] = e;
+	else
+		curl_easy_cleanup(e);
+}
+
+static void
+easy_pool_fini(void)
+{
+	while (easy_pool.n > 0)
+		curl_easy_cleanup(easy_pool.v[--easy_pool.n]);
+	free(easy_pool.v);
+	easy_pool.v = NULL;
+	easy_pool.cap = 0;
+}
+
+/* rt_xfer_free: x's easy handle must not be in the multi handle. */
 static void
 rt_xfer_free(struct rt_xfer *x)
 {
 	if (x == NULL)
 		return;
 	if (x->easy != NULL)
-		curl_easy_cleanup(x->easy);
+		easy_put(x->easy);
 	curl_slist_free_all(x->headers);
 	mhs_buf_fini(&x->body);
 	mhs_buf_fini(&x->reply);
@@ -322,7 +373,7 @@ rt_xfer_setup(struct router *r, struct rt_xfer *x)
 	snprintf(url, sizeof(url), "%s", x->url);
 	snprintf(h1, sizeof(h1), "Content-Type: %s", ctype);
 	snprintf(h2, sizeof(h2), "SOAPAction: %s", action);
-	if ((x->easy = curl_easy_init()) == NULL)
+	if ((x->easy = easy_get()) == NULL)
 		return MHS_ENOMEM;
 	x->headers = curl_slist_append(x->headers, h1);
 	x->headers = curl_slist_append(x->headers, h2);
@@ -498,6 +549,7 @@ rt_engine_run(struct router *r)
 	}
 	rt_reports_clear();
 	free(pending.v);
+	easy_pool_fini(); /* removed from the multi handle already */
 	curl_multi_cleanup(multi);
 	rt_breakers_fini(&r->breakers);
 	return 0;
