@@ -91,9 +91,8 @@ struct rb {
 	size_t ninb, capinb;
 	uint64_t records, last_seq;
 	/* Pass 2: */
-	struct mhs_buf cmd; /* one command's argument bytes */
+	struct st_argv v; /* the command being built */
 	size_t off[RB_MAXARGS], len[RB_MAXARGS];
-	int argc;
 	size_t chunk_msgs, chunk_cmds;
 	struct rb_xadd xadds[RB_INFLIGHT + 1][RB_CHUNK];
 	size_t nxadd[RB_INFLIGHT + 1];
@@ -313,32 +312,6 @@ rb_fold_one(void *arg, uint64_t seq, const void *body, size_t len)
 
 /* ---- pass 2: write ---- */
 
-static void
-cmd_arg(struct rb *b, const void *p, size_t n)
-{
-	if (b->argc == RB_MAXARGS) {
-		b->err = MHS_ETOOBIG;
-		return;
-	}
-	b->off[b->argc] = b->cmd.len;
-	b->len[b->argc++] = n;
-	mhs_buf_append(&b->cmd, n ? p : "", n);
-}
-
-static void
-cmd_str(struct rb *b, const char *s)
-{
-	cmd_arg(b, s, strlen(s));
-}
-
-static void
-cmd_num(struct rb *b, long long v)
-{
-	char num[24];
-
-	cmd_str(b, (snprintf(num, sizeof(num), "%lld", v), num));
-}
-
 /* cmd_key adds the key "PREFIX:" kind name. */
 static void
 cmd_key(struct rb *b, const char *kind, const char *name)
@@ -346,7 +319,7 @@ cmd_key(struct rb *b, const char *kind, const char *name)
 	char key[400];
 
 	snprintf(key, sizeof(key), "%s:%s%s", b->st->cfg.prefix, kind, name);
-	cmd_str(b, key);
+	st_argv_str(&b->v, key);
 }
 
 /* cmd_mkey adds the key of message id's hash. */
@@ -356,30 +329,18 @@ cmd_mkey(struct rb *b, const char *id)
 	char key[200];
 
 	snprintf(key, sizeof(key), "%s:m:{%s}", b->st->cfg.prefix, id);
-	cmd_str(b, key);
+	st_argv_str(&b->v, key);
 }
 
 /* cmd_send queues the command built so far into the pipeline. */
 static void
 cmd_send(struct rb *b)
 {
-	const char *argv[RB_MAXARGS];
-	redisContext *c = b->st->redis.c;
+	int rv = st_argv_send(b->st, &b->v);
 
-	if (b->cmd.err != 0)
-		b->err = b->cmd.err;
-	for (int i = 0; i < b->argc && b->err == 0; i++)
-		argv[i] = b->cmd.data + b->off[i];
-	if (b->err == 0 &&
-	    (c == NULL ||
-	        redisAppendCommandArgv(c, b->argc, argv, b->len) !=
-	            REDIS_OK)) {
-		st_redis_drop(b->st, "pipeline append failed");
-		b->err = MHS_EUNAVAIL;
-	}
+	if (rv != 0 && b->err == 0)
+		b->err = rv;
 	b->chunk_cmds++;
-	b->argc = 0;
-	mhs_buf_reset(&b->cmd);
 }
 
 static void
@@ -479,16 +440,16 @@ chunk_begin(struct rb *b)
 	b->nxadd[slot] = 0;
 	b->chunk_msgs = 0;
 	b->chunk_cmds = 0;
-	cmd_str(b, "MULTI");
+	st_argv_str(&b->v, "MULTI");
 	cmd_send(b);
 	b->chunk_cmds = 0;
 	/* The stream entries learnt from earlier chunks. */
 	for (size_t i = 0; i < b->nentries; i++) {
 		const char *id = b->entries[i];
-		cmd_str(b, "HSET");
+		st_argv_str(&b->v, "HSET");
 		cmd_mkey(b, id);
-		cmd_str(b, "entry");
-		cmd_str(b, id + strlen(id) + 1);
+		st_argv_str(&b->v, "entry");
+		st_argv_str(&b->v, id + strlen(id) + 1);
 		cmd_send(b);
 		free(b->entries[i]);
 	}
@@ -499,7 +460,7 @@ static int
 chunk_end(struct rb *b)
 {
 	b->queued[b->head] = b->chunk_cmds;
-	cmd_str(b, "EXEC");
+	st_argv_str(&b->v, "EXEC");
 	cmd_send(b);
 	return b->err;
 }
@@ -522,12 +483,12 @@ rb_write_accepted(
 		    fp);
 		snprintf(idemv, sizeof(idemv), "%s %s %lld", id, fp,
 		    (long long) r->time_ms);
-		cmd_str(b, "SET");
+		st_argv_str(&b->v, "SET");
 		cmd_key(b, "idem:", idemk);
-		cmd_str(b, idemv);
-		cmd_str(b, "PXAT");
-		cmd_num(b, idem_exp);
-		cmd_str(b, "NX");
+		st_argv_str(&b->v, idemv);
+		st_argv_str(&b->v, "PXAT");
+		st_argv_num(&b->v, idem_exp);
+		st_argv_str(&b->v, "NX");
 		cmd_send(b);
 	}
 	if (gone) {
@@ -537,61 +498,61 @@ rb_write_accepted(
 	mhs_hmac_sha256(cfg->nhs_index_key, strlen(cfg->nhs_index_key),
 	    s->nhs_number, strlen(s->nhs_number), mac);
 	mhs_hex(mac, 32, nhsix);
-	cmd_str(b, "HSET");
+	st_argv_str(&b->v, "HSET");
 	cmd_mkey(b, id);
-	cmd_str(b, "state");
-	cmd_num(b, m->state);
-	cmd_str(b, "attempts");
-	cmd_num(b, m->attempts);
-	cmd_str(b, "interaction");
-	cmd_str(b, s->interaction_id);
-	cmd_str(b, "rx");
-	cmd_str(b, s->prescription_id);
-	cmd_str(b, "ods");
-	cmd_str(b, s->sender_ods);
-	cmd_str(b, "recipient");
-	cmd_str(b, s->recipient_ods);
-	cmd_str(b, "ctype");
-	cmd_str(b, s->content_type[0] ? s->content_type : "text/xml");
-	cmd_str(b, "payload");
-	cmd_arg(b, s->payload.data, s->payload.len);
-	cmd_str(b, "idem");
-	cmd_str(b, s->idempotency_key);
-	cmd_str(b, "accepted_at");
-	cmd_num(b, r->time_ms);
-	cmd_str(b, "updated_at");
-	cmd_num(b, m->updated_at);
-	cmd_str(b, "clock");
-	cmd_num(b, m->clock);
-	cmd_str(b, "nhs_ix");
-	cmd_str(b, nhsix);
-	cmd_str(b, "last_error");
-	cmd_str(b, m->has_err ? rb_str(b, m->err_off) : "");
+	st_argv_str(&b->v, "state");
+	st_argv_num(&b->v, m->state);
+	st_argv_str(&b->v, "attempts");
+	st_argv_num(&b->v, m->attempts);
+	st_argv_str(&b->v, "interaction");
+	st_argv_str(&b->v, s->interaction_id);
+	st_argv_str(&b->v, "rx");
+	st_argv_str(&b->v, s->prescription_id);
+	st_argv_str(&b->v, "ods");
+	st_argv_str(&b->v, s->sender_ods);
+	st_argv_str(&b->v, "recipient");
+	st_argv_str(&b->v, s->recipient_ods);
+	st_argv_str(&b->v, "ctype");
+	st_argv_str(&b->v, s->content_type[0] ? s->content_type : "text/xml");
+	st_argv_str(&b->v, "payload");
+	st_argv_add(&b->v, s->payload.data, s->payload.len);
+	st_argv_str(&b->v, "idem");
+	st_argv_str(&b->v, s->idempotency_key);
+	st_argv_str(&b->v, "accepted_at");
+	st_argv_num(&b->v, r->time_ms);
+	st_argv_str(&b->v, "updated_at");
+	st_argv_num(&b->v, m->updated_at);
+	st_argv_str(&b->v, "clock");
+	st_argv_num(&b->v, m->clock);
+	st_argv_str(&b->v, "nhs_ix");
+	st_argv_str(&b->v, nhsix);
+	st_argv_str(&b->v, "last_error");
+	st_argv_str(&b->v, m->has_err ? rb_str(b, m->err_off) : "");
 	if (m->has_faults) {
-		cmd_str(b, "faults");
-		cmd_num(b, m->faults);
+		st_argv_str(&b->v, "faults");
+		st_argv_num(&b->v, m->faults);
 	}
 	if (m->has_resp) {
-		cmd_str(b, "response");
-		cmd_arg(b, rb_str(b, m->resp_off), m->resp_len);
+		st_argv_str(&b->v, "response");
+		st_argv_add(&b->v, rb_str(b, m->resp_off), m->resp_len);
 	}
 	cmd_send(b);
 	rb_upper(up, sizeof(up), s->prescription_id);
-	cmd_str(b, "ZADD");
+	st_argv_str(&b->v, "ZADD");
 	cmd_key(b, "ix:rx:", up);
-	cmd_num(b, r->time_ms);
-	cmd_str(b, id);
+	st_argv_num(&b->v, r->time_ms);
+	st_argv_str(&b->v, id);
 	cmd_send(b);
 	rb_upper(up, sizeof(up), s->sender_ods);
-	cmd_str(b, "ZADD");
+	st_argv_str(&b->v, "ZADD");
 	cmd_key(b, "ix:ods:", up);
-	cmd_num(b, r->time_ms);
-	cmd_str(b, id);
+	st_argv_num(&b->v, r->time_ms);
+	st_argv_str(&b->v, id);
 	cmd_send(b);
-	cmd_str(b, "ZADD");
+	st_argv_str(&b->v, "ZADD");
 	cmd_key(b, "ix:nhs:", nhsix);
-	cmd_num(b, r->time_ms);
-	cmd_str(b, id);
+	st_argv_num(&b->v, r->time_ms);
+	st_argv_str(&b->v, id);
 	cmd_send(b);
 }
 
@@ -605,28 +566,28 @@ rb_write_place(struct rb *b, struct rb_msg *m, size_t slot)
 	case S_ACCEPTED:
 		b->xadds[slot][b->nxadd[slot]].msg = (size_t) (m - b->msgs);
 		b->xadds[slot][b->nxadd[slot]++].exec_index = b->chunk_cmds;
-		cmd_str(b, "XADD");
+		st_argv_str(&b->v, "XADD");
 		cmd_key(b, "deliver", "");
-		cmd_str(b, "*");
-		cmd_str(b, "id");
-		cmd_str(b, id);
+		st_argv_str(&b->v, "*");
+		st_argv_str(&b->v, "id");
+		st_argv_str(&b->v, id);
 		cmd_send(b);
 		break;
 	case S_SENDING: /* may still be in flight from before: later */
 	case S_RETRYING:
-		cmd_str(b, "ZADD");
+		st_argv_str(&b->v, "ZADD");
 		cmd_key(b, "retry", "");
-		cmd_num(b,
+		st_argv_num(&b->v,
 		    m->state == S_SENDING
 		        ? b->now_ms + b->st->cfg.replay_redelivery_ms
 		        : m->retry_at);
-		cmd_str(b, id);
+		st_argv_str(&b->v, id);
 		cmd_send(b);
 		break;
 	default:
-		cmd_str(b, "PEXPIREAT");
+		st_argv_str(&b->v, "PEXPIREAT");
 		cmd_mkey(b, id);
-		cmd_num(b, m->final_exp);
+		st_argv_num(&b->v, m->final_exp);
 		cmd_send(b);
 		break;
 	}
@@ -640,42 +601,42 @@ rb_write_unsolicited(
 		b->skipped++;
 		return;
 	}
-	cmd_str(b, "HSET");
+	st_argv_str(&b->v, "HSET");
 	cmd_mkey(b, r->message_id);
-	cmd_str(b, "state");
-	cmd_num(b, m->state);
-	cmd_str(b, "attempts");
-	cmd_str(b, "0");
-	cmd_str(b, "interaction");
-	cmd_str(b, r->action);
-	cmd_str(b, "rx");
-	cmd_str(b, "");
-	cmd_str(b, "ods");
-	cmd_str(b, r->from_party);
-	cmd_str(b, "recipient");
-	cmd_str(b, "");
-	cmd_str(b, "ctype");
-	cmd_str(b, "text/xml");
-	cmd_str(b, "payload");
-	cmd_str(b, "");
-	cmd_str(b, "idem");
-	cmd_str(b, "");
-	cmd_str(b, "accepted_at");
-	cmd_num(b, r->time_ms);
-	cmd_str(b, "updated_at");
-	cmd_num(b, r->time_ms);
-	cmd_str(b, "clock");
-	cmd_num(b, r->time_ms);
-	cmd_str(b, "last_error");
-	cmd_str(b, r->reason);
-	cmd_str(b, "response");
-	cmd_arg(b, r->response_payload.data, r->response_payload.len);
-	cmd_str(b, "ref_to");
-	cmd_str(b, r->ref_to_message_id);
+	st_argv_str(&b->v, "state");
+	st_argv_num(&b->v, m->state);
+	st_argv_str(&b->v, "attempts");
+	st_argv_str(&b->v, "0");
+	st_argv_str(&b->v, "interaction");
+	st_argv_str(&b->v, r->action);
+	st_argv_str(&b->v, "rx");
+	st_argv_str(&b->v, "");
+	st_argv_str(&b->v, "ods");
+	st_argv_str(&b->v, r->from_party);
+	st_argv_str(&b->v, "recipient");
+	st_argv_str(&b->v, "");
+	st_argv_str(&b->v, "ctype");
+	st_argv_str(&b->v, "text/xml");
+	st_argv_str(&b->v, "payload");
+	st_argv_str(&b->v, "");
+	st_argv_str(&b->v, "idem");
+	st_argv_str(&b->v, "");
+	st_argv_str(&b->v, "accepted_at");
+	st_argv_num(&b->v, r->time_ms);
+	st_argv_str(&b->v, "updated_at");
+	st_argv_num(&b->v, r->time_ms);
+	st_argv_str(&b->v, "clock");
+	st_argv_num(&b->v, r->time_ms);
+	st_argv_str(&b->v, "last_error");
+	st_argv_str(&b->v, r->reason);
+	st_argv_str(&b->v, "response");
+	st_argv_add(&b->v, r->response_payload.data, r->response_payload.len);
+	st_argv_str(&b->v, "ref_to");
+	st_argv_str(&b->v, r->ref_to_message_id);
 	cmd_send(b);
-	cmd_str(b, "PEXPIREAT");
+	st_argv_str(&b->v, "PEXPIREAT");
 	cmd_mkey(b, r->message_id);
-	cmd_num(b, m->final_exp);
+	st_argv_num(&b->v, m->final_exp);
 	cmd_send(b);
 }
 
@@ -784,9 +745,9 @@ rb_finish(struct rb *b)
 	for (size_t i = 0; i < ndead && b->err == 0; i++) {
 		if (b->chunk_msgs == 0)
 			chunk_begin(b);
-		cmd_str(b, "LPUSH");
+		st_argv_str(&b->v, "LPUSH");
 		cmd_key(b, "dead", "");
-		cmd_str(b, rb_str(b, dead[i]->id_off));
+		st_argv_str(&b->v, rb_str(b, dead[i]->id_off));
 		cmd_send(b);
 		if (++b->chunk_msgs == RB_CHUNK)
 			rb_flush_chunk(b);
@@ -798,11 +759,11 @@ rb_finish(struct rb *b)
 			continue;
 		if (b->chunk_msgs == 0)
 			chunk_begin(b);
-		cmd_str(b, "SET");
+		st_argv_str(&b->v, "SET");
 		cmd_key(b, "inbound:", rb_str(b, in->id_off));
-		cmd_str(b, rb_str(b, b->msgs[in->msg].id_off));
-		cmd_str(b, "PXAT");
-		cmd_num(b, in->expiry);
+		st_argv_str(&b->v, rb_str(b, b->msgs[in->msg].id_off));
+		st_argv_str(&b->v, "PXAT");
+		st_argv_num(&b->v, in->expiry);
 		cmd_send(b);
 		if (++b->chunk_msgs == RB_CHUNK)
 			rb_flush_chunk(b);
@@ -820,7 +781,7 @@ static void
 rb_fini(struct rb *b)
 {
 	mhs_buf_fini(&b->arena);
-	mhs_buf_fini(&b->cmd);
+	mhs_buf_fini(&b->v.bytes);
 	free(b->msgs);
 	free(b->table);
 	free(b->inb);
@@ -841,6 +802,9 @@ st_redis_rebuild(struct store *st, uint64_t *applied)
 		return MHS_ENOMEM;
 	b->st = st;
 	b->now_ms = mhs_now_ms();
+	b->v.off = b->off;
+	b->v.len = b->len;
+	b->v.max = RB_MAXARGS;
 	rv = mhs_journal_scan(
 	    st->cfg.journal_dir, 0, rb_fold_one, b, where, sizeof(where));
 	t1 = mhs_mono_ms();

@@ -270,31 +270,51 @@ st_redis_ensure(struct store *st)
 	return 0;
 }
 
-/* ap_arg appends one argument's bytes to the pending call. */
-static void
-ap_arg(struct st_apply *a, const void *p, size_t n)
+void
+st_argv_add(struct st_argv *v, const void *p, size_t n)
 {
-	if (a->nargs == ST_APPLY_ARGS) {
-		a->bytes.err = MHS_ETOOBIG;
+	if (v->n == v->max) {
+		v->bytes.err = MHS_ETOOBIG;
 		return;
 	}
-	a->off[a->nargs] = a->bytes.len;
-	a->len[a->nargs++] = n;
-	mhs_buf_append(&a->bytes, n ? p : "", n);
+	v->off[v->n] = v->bytes.len;
+	v->len[v->n++] = n;
+	mhs_buf_append(&v->bytes, n ? p : "", n);
 }
 
-static void
-ap_str(struct st_apply *a, const char *s)
+void
+st_argv_str(struct st_argv *v, const char *s)
 {
-	ap_arg(a, s, strlen(s));
+	st_argv_add(v, s, strlen(s));
 }
 
-static void
-ap_num(struct st_apply *a, long long v)
+void
+st_argv_num(struct st_argv *v, long long n)
 {
 	char num[24];
 
-	ap_str(a, (snprintf(num, sizeof(num), "%lld", v), num));
+	st_argv_str(v, (snprintf(num, sizeof(num), "%lld", n), num));
+}
+
+int
+st_argv_send(struct store *st, struct st_argv *v)
+{
+	const char *argv[ST_APPLY_ARGS];
+	int rv = v->bytes.err;
+
+	for (size_t i = 0; rv == 0 && i < v->n; i++)
+		argv[i] = v->bytes.data + v->off[i];
+	if (rv == 0 && st->redis.c == NULL)
+		rv = MHS_EUNAVAIL;
+	else if (rv == 0 &&
+	    redisAppendCommandArgv(st->redis.c, (int) v->n, argv, v->len) !=
+	        REDIS_OK) {
+		st_redis_drop(st, "pipeline append failed");
+		rv = MHS_EUNAVAIL;
+	}
+	mhs_buf_reset(&v->bytes);
+	v->n = 0;
+	return rv;
 }
 
 static void
@@ -312,50 +332,50 @@ ap_accepted(struct store *st, struct st_apply *a,
 	mhs_hmac_sha256(st->cfg.nhs_index_key, strlen(st->cfg.nhs_index_key),
 	    s->nhs_number, strlen(s->nhs_number), mac);
 	mhs_hex(mac, 32, nhsix);
-	ap_str(a, s->interaction_id);
-	ap_str(a, s->prescription_id);
-	ap_str(a, s->sender_ods);
-	ap_str(a, s->recipient_ods);
-	ap_str(a, s->content_type[0] ? s->content_type : "text/xml");
-	ap_arg(a, s->payload.data, s->payload.len);
-	ap_str(a, s->idempotency_key);
-	ap_str(a, idemk);
-	ap_str(a, idemv);
-	ap_num(a, r->time_ms + st->cfg.idempotency_ttl_s * 1000);
-	ap_str(a, nhsix);
-	ap_str(a, "");
+	st_argv_str(&a->v, s->interaction_id);
+	st_argv_str(&a->v, s->prescription_id);
+	st_argv_str(&a->v, s->sender_ods);
+	st_argv_str(&a->v, s->recipient_ods);
+	st_argv_str(&a->v, s->content_type[0] ? s->content_type : "text/xml");
+	st_argv_add(&a->v, s->payload.data, s->payload.len);
+	st_argv_str(&a->v, s->idempotency_key);
+	st_argv_str(&a->v, idemk);
+	st_argv_str(&a->v, idemv);
+	st_argv_num(&a->v, r->time_ms + st->cfg.idempotency_ttl_s * 1000);
+	st_argv_str(&a->v, nhsix);
+	st_argv_str(&a->v, "");
 }
 
 static void
 ap_state(struct store *st, struct st_apply *a,
     const Mhs__Store__V1__JournalRecord *r)
 {
-	ap_num(a, r->state);
-	ap_num(a, r->attempts);
-	ap_str(a, r->reason);
-	ap_arg(a, r->response_payload.data, r->response_payload.len);
-	ap_num(a, r->retry_at_ms);
-	ap_num(a, r->time_ms + st->cfg.final_ttl_s * 1000);
-	ap_str(a, r->spine_fault ? "1" : "0");
-	ap_str(a, r->inbound_message_id);
-	ap_num(a, r->time_ms + st->cfg.inbound_dedup_s * 1000);
+	st_argv_num(&a->v, r->state);
+	st_argv_num(&a->v, r->attempts);
+	st_argv_str(&a->v, r->reason);
+	st_argv_add(&a->v, r->response_payload.data, r->response_payload.len);
+	st_argv_num(&a->v, r->retry_at_ms);
+	st_argv_num(&a->v, r->time_ms + st->cfg.final_ttl_s * 1000);
+	st_argv_str(&a->v, r->spine_fault ? "1" : "0");
+	st_argv_str(&a->v, r->inbound_message_id);
+	st_argv_num(&a->v, r->time_ms + st->cfg.inbound_dedup_s * 1000);
 	for (int i = 0; i < 3; i++)
-		ap_str(a, "");
+		st_argv_str(&a->v, "");
 }
 
 static void
 ap_unsolicited(struct store *st, struct st_apply *a,
     const Mhs__Store__V1__JournalRecord *r)
 {
-	ap_str(a, r->action);
-	ap_str(a, r->from_party);
-	ap_str(a, r->reason);
-	ap_arg(a, r->response_payload.data, r->response_payload.len);
-	ap_str(a, r->ref_to_message_id);
-	ap_num(a, r->time_ms + st->cfg.final_ttl_s * 1000);
-	ap_num(a, r->time_ms + st->cfg.inbound_dedup_s * 1000);
+	st_argv_str(&a->v, r->action);
+	st_argv_str(&a->v, r->from_party);
+	st_argv_str(&a->v, r->reason);
+	st_argv_add(&a->v, r->response_payload.data, r->response_payload.len);
+	st_argv_str(&a->v, r->ref_to_message_id);
+	st_argv_num(&a->v, r->time_ms + st->cfg.final_ttl_s * 1000);
+	st_argv_num(&a->v, r->time_ms + st->cfg.inbound_dedup_s * 1000);
 	for (int i = 0; i < 5; i++)
-		ap_str(a, "");
+		st_argv_str(&a->v, "");
 }
 
 int
@@ -369,26 +389,29 @@ st_apply_add(struct store *st, struct st_apply *a, uint64_t seq,
 	    r->kind == MHS__STORE__V1__RECORD_KIND__RECORD_KIND_UNSOLICITED;
 	int rv;
 
-	if (a->nargs == 0) {
-		ap_str(a, "EVALSHA");
-		ap_str(a, st->redis.apply_sha);
-		ap_str(a, "0");
-		ap_str(a, st->cfg.prefix);
-		ap_str(a, st->cfg.node_id);
-		ap_num(a, a->replay_delay_ms);
+	if (a->v.n == 0) {
+		a->v.off = a->off;
+		a->v.len = a->len;
+		a->v.max = ST_APPLY_ARGS;
+		st_argv_str(&a->v, "EVALSHA");
+		st_argv_str(&a->v, st->redis.apply_sha);
+		st_argv_str(&a->v, "0");
+		st_argv_str(&a->v, st->cfg.prefix);
+		st_argv_str(&a->v, st->cfg.node_id);
+		st_argv_num(&a->v, a->replay_delay_ms);
 	}
-	ap_num(a, (long long) seq);
-	ap_str(a, acc ? "A" : uns ? "U" : "S");
-	ap_str(a, r->message_id);
-	ap_num(a, r->time_ms);
+	st_argv_num(&a->v, (long long) seq);
+	st_argv_str(&a->v, acc ? "A" : uns ? "U" : "S");
+	st_argv_str(&a->v, r->message_id);
+	st_argv_num(&a->v, r->time_ms);
 	if (acc)
 		ap_accepted(st, a, r);
 	else if (uns)
 		ap_unsolicited(st, a, r);
 	else
 		ap_state(st, a, r);
-	if (a->bytes.err != 0)
-		return a->bytes.err;
+	if (a->v.bytes.err != 0)
+		return a->v.bytes.err;
 	if (++a->nrecs == ST_APPLY_MAX && (rv = st_apply_flush(st, a)) != 0)
 		return rv;
 	return 0;
@@ -397,31 +420,20 @@ st_apply_add(struct store *st, struct st_apply *a, uint64_t seq,
 int
 st_apply_flush(struct store *st, struct st_apply *a)
 {
-	const char *argv[ST_APPLY_ARGS];
-	int rv = 0;
+	int rv;
 
 	if (a->nrecs == 0)
 		return 0;
-	for (size_t i = 0; i < a->nargs; i++)
-		argv[i] = a->bytes.data + a->off[i];
-	if (st->redis.c == NULL)
-		rv = MHS_EUNAVAIL;
-	else if (redisAppendCommandArgv(
-	             st->redis.c, (int) a->nargs, argv, a->len) != REDIS_OK) {
-		st_redis_drop(st, "pipeline append failed");
-		rv = MHS_EUNAVAIL;
-	} else {
+	if ((rv = st_argv_send(st, &a->v)) == 0)
 		a->calls++;
-	}
-	mhs_buf_reset(&a->bytes);
-	a->nargs = a->nrecs = 0;
+	a->nrecs = 0;
 	return rv;
 }
 
 void
 st_apply_fini(struct st_apply *a)
 {
-	mhs_buf_fini(&a->bytes);
+	mhs_buf_fini(&a->v.bytes);
 	memset(a, 0, sizeof(*a));
 }
 

@@ -109,10 +109,31 @@ struct st_stats {
 #define ST_APPLY_MAX   64
 #define ST_APPLY_WIDTH 16
 #define ST_APPLY_ARGS  (6 + ST_APPLY_MAX * ST_APPLY_WIDTH)
+
+struct store;
+
+/*
+ * One Redis command being built: every argument's bytes back to back in
+ * one buffer, with offsets and lengths (redisAppendCommandArgv is binary
+ * safe). off and len point at arrays of max entries owned by the user.
+ */
+struct st_argv {
+	struct mhs_buf bytes;
+	size_t *off, *len;
+	size_t n, max;
+};
+/* Add one argument; too many sets bytes.err (MHS_ETOOBIG). */
+void st_argv_add(struct st_argv *v, const void *p, size_t n);
+void st_argv_str(struct st_argv *v, const char *s);
+void st_argv_num(struct st_argv *v, long long n);
+/* st_argv_send queues the command into the pipeline and empties v; 0 or
+ * a negative mhs_err (the connection is dropped on failure). */
+int st_argv_send(struct store *st, struct st_argv *v);
+
 struct st_apply {
-	struct mhs_buf bytes; /* every argument's bytes, back to back */
+	struct st_argv v; /* the EVALSHA being built */
 	size_t off[ST_APPLY_ARGS], len[ST_APPLY_ARGS];
-	size_t nargs, nrecs, calls;
+	size_t nrecs, calls;
 	long long replay_delay_ms; /* 0: live records */
 };
 

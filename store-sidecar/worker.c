@@ -1059,8 +1059,8 @@ batch_apply(struct st_batch *b)
 		acks++;
 	}
 	if (rv != 0) {
-		mhs_buf_reset(&a->bytes);
-		a->nargs = a->nrecs = 0;
+		mhs_buf_reset(&a->v.bytes);
+		a->v.n = a->nrecs = 0;
 		return 0; /* the records are durable: replay applies them */
 	}
 	return a->calls + acks;
