@@ -21,6 +21,16 @@ mhs_now_ms(void)
 	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+uint32_t
+mhs_fnv1a(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *s != '\0'; s++)
+		h = (h ^ (uint8_t) *s) * 16777619u;
+	return h;
+}
+
 int64_t
 mhs_mono_us(void)
 {

@@ -15,6 +15,8 @@ int64_t mhs_now_ms(void);
 /* Monotonic milliseconds (for deadlines and durations). */
 int64_t mhs_mono_ms(void);
 int64_t mhs_mono_us(void);
+/* mhs_fnv1a: 32-bit FNV-1a of a C string (hash tables, not security). */
+uint32_t mhs_fnv1a(const char *s);
 
 /* mhs_uuid_upper writes a random (v4) upper-case UUID and a NUL (37 bytes). */
 int mhs_uuid_upper(char out[37]);

@@ -123,16 +123,6 @@ rb_put(struct rb *b, const void *p, size_t n)
 	return off;
 }
 
-static uint64_t
-rb_hash(const char *s)
-{
-	uint64_t h = 1469598103934665603ULL;
-
-	while (*s != '\0')
-		h = (h ^ (uint8_t) *s++) * 1099511628211ULL;
-	return h;
-}
-
 static int
 rb_grow_table(struct rb *b)
 {
@@ -142,7 +132,7 @@ rb_grow_table(struct rb *b)
 	if (t == NULL)
 		return MHS_ENOMEM;
 	for (size_t i = 0; i < b->n; i++) {
-		size_t h = rb_hash(rb_str(b, b->msgs[i].id_off)) & (cap - 1);
+		size_t h = mhs_fnv1a(rb_str(b, b->msgs[i].id_off)) & (cap - 1);
 		while (t[h] != 0)
 			h = (h + 1) & (cap - 1);
 		t[h] = (uint32_t) i + 1;
@@ -161,7 +151,7 @@ rb_find(struct rb *b, const char *id)
 
 	if (b->tcap == 0)
 		return NULL;
-	for (h = rb_hash(id) & (b->tcap - 1); b->table[h] != 0;
+	for (h = mhs_fnv1a(id) & (b->tcap - 1); b->table[h] != 0;
 	     h = (h + 1) & (b->tcap - 1)) {
 		struct rb_msg *m = &b->msgs[b->table[h] - 1];
 		if (strcmp(rb_str(b, m->id_off), id) == 0)
@@ -196,7 +186,7 @@ rb_add(struct rb *b, const char *id, uint64_t seq)
 	memset(m, 0, sizeof(*m));
 	m->id_off = rb_put(b, id, strlen(id));
 	m->first_seq = seq;
-	for (h = rb_hash(id) & (b->tcap - 1); b->table[h] != 0;
+	for (h = mhs_fnv1a(id) & (b->tcap - 1); b->table[h] != 0;
 	     h = (h + 1) & (b->tcap - 1))
 		;
 	b->table[h] = (uint32_t) ++b->n;
@@ -467,7 +457,9 @@ chunk_end(struct rb *b)
 	return b->err;
 }
 
-static void
+/* rb_write_accepted: false when the message is final and past its
+ * expiry (only its idempotency key, if still live, is written). */
+static bool
 rb_write_accepted(
     struct rb *b, struct rb_msg *m, const Mhs__Store__V1__JournalRecord *r)
 {
@@ -493,10 +485,8 @@ rb_write_accepted(
 		st_argv_str(&b->v, "NX");
 		cmd_send(b);
 	}
-	if (gone) {
-		b->skipped++;
-		return; /* final and past its expiry: APPLY_LUA deletes it */
-	}
+	if (gone)
+		return false; /* APPLY_LUA would write it, then delete it */
 	mhs_hmac_sha256(cfg->nhs_index_key, strlen(cfg->nhs_index_key),
 	    s->nhs_number, strlen(s->nhs_number), mac);
 	mhs_hex(mac, 32, nhsix);
@@ -556,6 +546,7 @@ rb_write_accepted(
 	st_argv_num(&b->v, r->time_ms);
 	st_argv_str(&b->v, id);
 	cmd_send(b);
+	return true;
 }
 
 /* rb_write_place puts a written message where its state says. */
@@ -595,14 +586,13 @@ rb_write_place(struct rb *b, struct rb_msg *m, size_t slot)
 	}
 }
 
-static void
+/* rb_write_unsolicited: false when past its expiry (nothing written). */
+static bool
 rb_write_unsolicited(
     struct rb *b, struct rb_msg *m, const Mhs__Store__V1__JournalRecord *r)
 {
-	if (m->final_exp <= b->now_ms) {
-		b->skipped++;
-		return;
-	}
+	if (m->final_exp <= b->now_ms)
+		return false;
 	st_argv_str(&b->v, "HSET");
 	cmd_mkey(b, r->message_id);
 	st_argv_str(&b->v, "state");
@@ -640,6 +630,7 @@ rb_write_unsolicited(
 	cmd_mkey(b, r->message_id);
 	st_argv_num(&b->v, m->final_exp);
 	cmd_send(b);
+	return true;
 }
 
 static int rb_flush_chunk(struct rb *b);
@@ -650,7 +641,7 @@ rb_write_one(void *arg, uint64_t seq, const void *body, size_t len)
 	struct rb *b = arg;
 	Mhs__Store__V1__JournalRecord *r;
 	struct rb_msg *m;
-	size_t before;
+	bool wrote;
 
 	if (seq > b->last_seq)
 		return 0; /* appended after pass 1: not while replaying */
@@ -661,18 +652,15 @@ rb_write_one(void *arg, uint64_t seq, const void *body, size_t len)
 	if (m != NULL && m->first_seq == seq) {
 		if (b->chunk_msgs == 0)
 			chunk_begin(b);
-		before = b->skipped;
 		if (r->kind ==
 		    MHS__STORE__V1__RECORD_KIND__RECORD_KIND_UNSOLICITED)
-			rb_write_unsolicited(b, m, r);
-		else
-			rb_write_accepted(b, m, r);
-		if (b->skipped == before &&
-		    r->kind !=
-		        MHS__STORE__V1__RECORD_KIND__RECORD_KIND_UNSOLICITED)
+			wrote = rb_write_unsolicited(b, m, r);
+		else if ((wrote = rb_write_accepted(b, m, r)))
 			rb_write_place(b, m, b->head);
-		if (b->skipped == before)
+		if (wrote)
 			b->written++;
+		else
+			b->skipped++;
 		if (++b->chunk_msgs == RB_CHUNK)
 			rb_flush_chunk(b);
 	}

@@ -6,17 +6,8 @@
 #include <string.h>
 
 #include "error.h"
+#include "util.h"
 #include "window.h"
-
-static uint32_t
-window_hash(const char *key)
-{
-	uint32_t h = 2166136261u;
-
-	for (; *key != '\0'; key++)
-		h = (h ^ (uint8_t) *key) * 16777619u;
-	return h;
-}
 
 int
 st_window_init(struct st_window *w, uint32_t cap)
@@ -49,7 +40,7 @@ static void
 window_unlink(struct st_window *w, uint32_t idx)
 {
 	uint32_t *pp =
-	    &w->buckets[window_hash(w->ring[idx].key) & (w->nbuckets - 1)];
+	    &w->buckets[mhs_fnv1a(w->ring[idx].key) & (w->nbuckets - 1)];
 
 	while (*pp != 0 && *pp != idx + 1)
 		pp = &w->ring[*pp - 1].next;
@@ -77,7 +68,7 @@ st_window_put(struct st_window *w, const char *key, const char *id,
 	e->message_id[36] = '\0';
 	memcpy(e->fingerprint, fp, 32);
 	e->accepted_at_ms = accepted_at_ms;
-	b = window_hash(key) & (w->nbuckets - 1);
+	b = mhs_fnv1a(key) & (w->nbuckets - 1);
 	e->next = w->buckets[b];
 	w->buckets[b] = w->head + 1;
 	w->head = (w->head + 1) % w->cap;
@@ -88,7 +79,7 @@ st_window_put(struct st_window *w, const char *key, const char *id,
 const struct st_window_entry *
 st_window_get(const struct st_window *w, const char *key)
 {
-	uint32_t i = w->buckets[window_hash(key) & (w->nbuckets - 1)];
+	uint32_t i = w->buckets[mhs_fnv1a(key) & (w->nbuckets - 1)];
 
 	for (; i != 0; i = w->ring[i - 1].next)
 		if (strcmp(w->ring[i - 1].key, key) == 0)
