@@ -255,6 +255,12 @@ main(int argc, char **argv)
 		    "window\n");
 		return 1;
 	}
+	if (mhs_hmac_open(&st.nhs_mac, st.cfg.nhs_index_key,
+	        strlen(st.cfg.nhs_index_key)) != 0) {
+		fprintf(
+		    stderr, "mhs-store: cannot prepare the NHS index key\n");
+		return 1;
+	}
 	atomic_store(&st.backlog_ok, true);
 	st_window_warm(&st);
 	if (st_worker_start(&st) != 0 || (rv = st_server_start(&st)) != 0) {
@@ -276,6 +282,7 @@ main(int argc, char **argv)
 	st_server_stop(&st);
 	mhs_journal_close(st.journal);
 	st_window_fini(&st.window);
+	mhs_hmac_close(st.nhs_mac);
 	if (st.redis.c != NULL)
 		redisFree(st.redis.c);
 	mhs_info("stopped", "mhs-store stopped");

@@ -54,13 +54,8 @@ search_index(struct store *st, const Mhs__V1__SearchRequest *in, char *key,
 	char up[64];
 
 	nhsix[0] = '\0';
-	if (in->nhs_number[0] != '\0') {
-		uint8_t mac[32];
-		mhs_hmac_sha256(st->cfg.nhs_index_key,
-		    strlen(st->cfg.nhs_index_key), in->nhs_number,
-		    strlen(in->nhs_number), mac);
-		mhs_hex(mac, 32, nhsix);
-	}
+	if (in->nhs_number[0] != '\0')
+		st_nhs_index(st, in->nhs_number, nhsix);
 	if (in->prescription_id[0] != '\0') {
 		upper(up, sizeof(up), in->prescription_id);
 		snprintf(key, len, "%s:ix:rx:%s", st->cfg.prefix, up);

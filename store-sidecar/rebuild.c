@@ -467,7 +467,6 @@ rb_write_accepted(
 	const Mhs__V1__SubmitRequest *s = r->submit;
 	const char *id = r->message_id;
 	char fp[65], idemv[160], idemk[256], nhsix[65], up[200];
-	uint8_t mac[32];
 	int64_t idem_exp = r->time_ms + cfg->idempotency_ttl_s * 1000;
 	bool gone = m->state >= S_DELIVERED && m->final_exp <= b->now_ms;
 
@@ -487,9 +486,7 @@ rb_write_accepted(
 	}
 	if (gone)
 		return false; /* APPLY_LUA would write it, then delete it */
-	mhs_hmac_sha256(cfg->nhs_index_key, strlen(cfg->nhs_index_key),
-	    s->nhs_number, strlen(s->nhs_number), mac);
-	mhs_hex(mac, 32, nhsix);
+	st_nhs_index(b->st, s->nhs_number, nhsix);
 	st_argv_str(&b->v, "HSET");
 	cmd_mkey(b, id);
 	st_argv_str(&b->v, "state");

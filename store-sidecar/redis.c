@@ -293,7 +293,21 @@ st_argv_num(struct st_argv *v, long long n)
 {
 	char num[24];
 
-	st_argv_str(v, (snprintf(num, sizeof(num), "%lld", n), num));
+	st_argv_add(v, num, mhs_fmt_ll(n, num));
+}
+
+void
+st_nhs_index(struct store *st, const char *nhs_number, char out[65])
+{
+	uint8_t mac[32];
+
+	if (st->nhs_mac == NULL ||
+	    mhs_hmac_digest(
+	        st->nhs_mac, nhs_number, strlen(nhs_number), mac) != 0)
+		mhs_hmac_sha256(st->cfg.nhs_index_key,
+		    strlen(st->cfg.nhs_index_key), nhs_number,
+		    strlen(nhs_number), mac);
+	mhs_hex(mac, 32, out);
 }
 
 int
@@ -323,15 +337,12 @@ ap_accepted(struct store *st, struct st_apply *a,
 {
 	const Mhs__V1__SubmitRequest *s = r->submit;
 	char fp[65], idemv[160], idemk[256], nhsix[65];
-	uint8_t mac[32];
 
 	mhs_hex(r->fingerprint.data, r->fingerprint.len == 32 ? 32 : 0, fp);
 	snprintf(idemv, sizeof(idemv), "%s %s %lld", r->message_id, fp,
 	    (long long) r->time_ms);
 	st_idem_key(r->client_id, s->idempotency_key, idemk, sizeof(idemk));
-	mhs_hmac_sha256(st->cfg.nhs_index_key, strlen(st->cfg.nhs_index_key),
-	    s->nhs_number, strlen(s->nhs_number), mac);
-	mhs_hex(mac, 32, nhsix);
+	st_nhs_index(st, s->nhs_number, nhsix);
 	st_argv_str(&a->v, s->interaction_id);
 	st_argv_str(&a->v, s->prescription_id);
 	st_argv_str(&a->v, s->sender_ods);

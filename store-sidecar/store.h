@@ -156,6 +156,7 @@ struct store {
 	atomic_bool backlog_ok; /* Redis down, but the backlog is bounded */
 	atomic_bool replaying;  /* a replay holds the worker: not ready */
 	struct st_window window;
+	struct mhs_hmac *nhs_mac;  /* worker only: the NHS index key */
 	struct st_apply apply;     /* worker only */
 	int64_t retention_at_ms;   /* worker only */
 	int64_t lease_claim_at_ms; /* worker only: last XAUTOCLAIM */
@@ -213,6 +214,10 @@ void st_status_free(ProtobufCMessage *m);
 /* query.c: read-only ops (worker thread only). */
 void st_do_search(struct store *st, struct st_op *op);
 void st_do_dead_letters(struct store *st, struct st_op *op);
+
+/* st_nhs_index writes the hex HMAC that keys an NHS number's index
+ * (worker thread only). */
+void st_nhs_index(struct store *st, const char *nhs_number, char out[65]);
 
 /* st_idem_key writes the scoped idempotency key "CLIENT/KEY". */
 void st_idem_key(

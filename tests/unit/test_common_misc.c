@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -531,6 +532,91 @@ Test(util, uuid_upper_is_a_message_id)
 		cr_assert(mhs_message_id_check(b), "%s", b);
 		cr_assert_eq(b[14], '4');
 		cr_assert_neq(strchr("89AB", b[19]), NULL, "%s", b);
+	}
+}
+
+/* Ids from the per-thread pool: distinct across many refills, and a
+ * child of fork does not repeat the ids its parent takes next. */
+Test(util, uuid_pool_never_repeats_even_across_fork)
+{
+	enum { N = 2000 };
+	static char ids[N][37];
+	char parent[37], child[37];
+	int fds[2], status;
+	pid_t pid;
+
+	for (int i = 0; i < N; i++)
+		cr_assert_eq(mhs_uuid_upper(ids[i]), 0);
+	qsort(ids, N, sizeof(ids[0]),
+	    (int (*)(const void *, const void *)) strcmp);
+	for (int i = 1; i < N; i++)
+		cr_assert_str_neq(ids[i - 1], ids[i], "repeated id");
+	cr_assert_eq(pipe(fds), 0);
+	if ((pid = fork()) == 0) {
+		if (mhs_uuid_upper(child) != 0 ||
+		    write(fds[1], child, sizeof(child)) != sizeof(child))
+			_exit(1);
+		_exit(0);
+	}
+	cr_assert(pid > 0);
+	cr_assert_eq(mhs_uuid_upper(parent), 0);
+	cr_assert_eq(read(fds[0], child, sizeof(child)), sizeof(child));
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert_str_neq(parent, child, "the child repeated its parent's id");
+	close(fds[0]);
+	close(fds[1]);
+}
+
+/* The prepared key gives what the one-shot HMAC gives (RFC 4231 test
+ * case 2), on every reuse, and for empty and long keys too. */
+Test(util, hmac_prepared_key_matches_one_shot)
+{
+	static const char *keys[] = {"Jefe", "",
+	    "a key longer than the sixty-four byte block of SHA-256, so that "
+	    "HMAC hashes it first"};
+	struct mhs_hmac *h;
+	uint8_t a[32], b[32];
+	char hex[65], msg[40];
+
+	cr_assert_eq(mhs_hmac_open(&h, "Jefe", 4), 0);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(
+		    mhs_hmac_digest(h, "what do ya want for nothing?", 28, a),
+		    0);
+		mhs_hex(a, 32, hex);
+		cr_assert_str_eq(hex,
+		    "5bdcc146bf60754e6a042426089575c7"
+		    "5a003f089d2739839dec58b964ec3843");
+	}
+	mhs_hmac_close(h);
+	for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+		cr_assert_eq(mhs_hmac_open(&h, keys[k], strlen(keys[k])), 0);
+		for (int i = 0; i < 50; i++) {
+			int n = snprintf(msg, sizeof(msg), "943 476 %04d", i);
+			cr_assert_eq(
+			    mhs_hmac_digest(h, msg, (size_t) n, a), 0);
+			mhs_hmac_sha256(
+			    keys[k], strlen(keys[k]), msg, (size_t) n, b);
+			cr_assert_eq(
+			    memcmp(a, b, 32), 0, "key %zu, %s", k, msg);
+		}
+		mhs_hmac_close(h);
+	}
+	mhs_hmac_close(NULL);
+}
+
+Test(util, fmt_ll_matches_printf)
+{
+	static const long long v[] = {0, 7, -7, 10, 1795589162304LL,
+	    -1795589162304LL, 9223372036854775807LL,
+	    -9223372036854775807LL - 1};
+	char a[24], b[24];
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		size_t n = mhs_fmt_ll(v[i], a);
+		snprintf(b, sizeof(b), "%lld", v[i]);
+		cr_assert_str_eq(a, b);
+		cr_assert_eq(n, strlen(b));
 	}
 }
 
