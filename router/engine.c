@@ -15,6 +15,8 @@
  * Owner: the engine thread owns the curl handles and every transfer.
  */
 #include <curl/curl.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -362,15 +364,12 @@ rt_xfer_body(struct router *r, struct rt_xfer *x, char *ctype, size_t ctlen,
 static int
 rt_xfer_setup(struct router *r, struct rt_xfer *x)
 {
-	char ctype[256], action[200], h1[300], h2[260], url[600];
-	const char *ep = x->route->endpoint;
+	char ctype[256], action[200], h1[300], h2[260];
 	int rv;
 
 	if ((rv = rt_xfer_body(
 	         r, x, ctype, sizeof(ctype), action, sizeof(action))) != 0)
 		return rv;
-	(void) ep;
-	snprintf(url, sizeof(url), "%s", x->url);
 	snprintf(h1, sizeof(h1), "Content-Type: %s", ctype);
 	snprintf(h2, sizeof(h2), "SOAPAction: %s", action);
 	if ((x->easy = easy_get()) == NULL)
@@ -378,7 +377,7 @@ rt_xfer_setup(struct router *r, struct rt_xfer *x)
 	x->headers = curl_slist_append(x->headers, h1);
 	x->headers = curl_slist_append(x->headers, h2);
 	x->headers = curl_slist_append(x->headers, "Expect:");
-	curl_easy_setopt(x->easy, CURLOPT_URL, url);
+	curl_easy_setopt(x->easy, CURLOPT_URL, x->url); /* curl copies it */
 	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers);
 	curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, x->body.data);
 	curl_easy_setopt(
@@ -399,11 +398,31 @@ rt_xfer_setup(struct router *r, struct rt_xfer *x)
 		curl_easy_setopt(x->easy, CURLOPT_SSLCERT, r->cfg.client_cert);
 		curl_easy_setopt(x->easy, CURLOPT_SSLKEY, r->cfg.client_key);
 	}
+	if (r->cfg.tls_ciphers[0] != '\0')
+		curl_easy_setopt(
+		    x->easy, CURLOPT_SSL_CIPHER_LIST, r->cfg.tls_ciphers);
 	return x->body.err;
 }
 
-/* rt_start begins one delivery; the transfer belongs to the multi handle
- * on success, and d to the transfer either way. */
+int
+rt_tls_ciphers_check(const char *list)
+{
+	const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+	SSL_CTX *ctx;
+	int ok;
+
+	if (list[0] == '\0' || v->ssl_version == NULL ||
+	    strncmp(v->ssl_version, "OpenSSL/", 8) != 0)
+		return 0;
+	/* What libcurl's OpenSSL backend does with the list on connect. */
+	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL)
+		return MHS_ENOMEM;
+	ok = SSL_CTX_set_cipher_list(ctx, list);
+	SSL_CTX_free(ctx);
+	ERR_clear_error();
+	return ok == 1 ? 0 : MHS_EINVAL;
+}
+
 /* rt_endpoint works out the URL of x's route and its breaker. */
 static bool
 rt_endpoint(struct router *r, struct rt_xfer *x)

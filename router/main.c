@@ -40,6 +40,11 @@ static struct mhs_opt rt_opts[] = {
         "client certificate (PEM) for mutual TLS", &rt.cfg.client_cert},
     {"client-key", MHS_OPT_STR, "", 0, 0, "client key (PEM)",
         &rt.cfg.client_key},
+    {"tls-ciphers", MHS_OPT_STR, "", 0, 0,
+        "TLS 1.2 cipher suites offered to Spine, an OpenSSL cipher list "
+        "such as ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256 "
+        "(TLS 1.3 suites are not affected; empty: libcurl's defaults)",
+        &rt.cfg.tls_ciphers},
     {"routes", MHS_OPT_STR, "", 0, 0,
         "route table INI file (built-in EPS routes when empty)",
         &rt.cfg.routes_file},
@@ -177,6 +182,18 @@ main(int argc, char **argv)
 		return rv > 0 ? 0 : 2;
 	if (mhs_log_setup("mhs-router", "router", rt.cfg.log_level) != 0)
 		return 2;
+	if ((rv = rt_tls_ciphers_check(rt.cfg.tls_ciphers)) != 0) {
+		if (rv == MHS_EINVAL)
+			fprintf(stderr,
+			    "mhs-router: tls-ciphers: \"%s\" names no TLS 1.2 "
+			    "cipher suite that OpenSSL knows (see: openssl "
+			    "ciphers -v)\n",
+			    rt.cfg.tls_ciphers);
+		else
+			fprintf(stderr, "mhs-router: tls-ciphers: %s\n",
+			    mhs_strerror(rv));
+		return 2;
+	}
 	if (rt.cfg.consumer[0] == '\0') {
 		snprintf(name, sizeof(name), "router-%d", (int) getpid());
 		free(rt.cfg.consumer);

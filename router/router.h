@@ -29,6 +29,7 @@ struct rt_config {
 	char *spine_ca;
 	char *client_cert;
 	char *client_key;
+	char *tls_ciphers; /* TLS 1.2 suites (OpenSSL list); "": curl's */
 	char *routes_file;
 	char *consumer;
 	char *party_key;
@@ -72,6 +73,16 @@ struct router {
 
 /* Runs the delivery engine until r->stopping; returns 0 or an mhs_err. */
 int rt_engine_run(struct router *r);
+
+/*
+ * rt_tls_ciphers_check tells at start-up whether libcurl's TLS library
+ * will take list (--tls-ciphers) as CURLOPT_SSL_CIPHER_LIST: with OpenSSL,
+ * whether at least one suite in it is known (unknown ones are skipped, as
+ * libcurl skips them). "" (libcurl's defaults) is fine. Returns 0,
+ * MHS_EINVAL or MHS_ENOMEM. With a TLS library other than OpenSSL nothing
+ * is checked here; each transfer would then fail with CURLE_SSL_CIPHER.
+ */
+int rt_tls_ciphers_check(const char *list);
 
 /* Delay before retry number `attempt` (1-based): exponential from 500 ms,
  * capped by the route's retry interval, with jitter in [cap/2, cap]. */

@@ -4,7 +4,8 @@
  *    Pure byte handling over a caller's buffer; nothing is copied except
  *    header values into bounded caller arrays.
  *  - ebxml_xml.c: the one place libxml2 documents are opened (safe options,
- *    DTDs refused) and queried with namespace-aware XPath.
+ *    DTDs refused) and queried with namespace-aware XPath (a context and
+ *    compiled expressions kept per thread).
  *  - ebxml_text.c: escaping and validation of text written into XML.
  */
 #ifndef MHS_EBXML_IMPL_H
@@ -59,21 +60,28 @@ void ebxml_id_strip(const char *in, size_t len, char *out, size_t cap);
 
 struct ebxml_doc {
 	xmlDocPtr doc;
-	xmlXPathContextPtr xp;
 };
 
 /*
  * ebxml_doc_parse parses len bytes of XML (at most MHS_EBXML_MAX_ENVELOPE)
- * with the network off, no entity expansion and DTDs refused, and
- * registers the soap, eb, xlink, hl7 and nasp prefixes for XPath.
- * Returns 0, MHS_EINVAL or MHS_ETOOBIG; on error d needs no fini.
+ * with the network off, no entity expansion and DTDs refused. Queries
+ * know the soap, eb, xlink, hl7 and nasp prefixes. Returns 0, MHS_EINVAL,
+ * MHS_ETOOBIG or MHS_ENOMEM; on error d needs no fini.
  */
 int ebxml_doc_parse(struct ebxml_doc *d, const char *xml, size_t len);
 void ebxml_doc_fini(struct ebxml_doc *d);
 
-/* Nodes matching expr from at (NULL: the document); NULL when none. */
+/*
+ * Nodes matching expr from at (NULL: the document); NULL when none. The
+ * caller frees the result (xmlXPathFreeObject). expr is compiled once per
+ * thread and kept (the first 64 distinct texts; later ones are evaluated
+ * uncompiled): pass constant expressions, never text built from input.
+ */
 xmlXPathObjectPtr ebxml_doc_nodes(
     struct ebxml_doc *d, xmlNodePtr at, const char *expr);
+
+/* Expressions compiled and kept by the calling thread (for tests). */
+size_t ebxml_xpath_cached(void);
 
 /* Whether expr matches at least one node. */
 bool ebxml_doc_has(struct ebxml_doc *d, xmlNodePtr at, const char *expr);

@@ -8,11 +8,24 @@
  *    subset is read, so entity bombs are never even declared (SOAP 1.1
  *    forbids a DTD anyway);
  *  - NOERROR/NOWARNING: libxml2 never writes to stderr on our behalf.
- * libxml2 is initialised once (pthread_once); after that every document
- * and XPath context is private to its caller, so any thread may parse.
+ * libxml2 is initialised once (pthread_once). Each document is private to
+ * its caller, so any thread may parse.
+ *
+ * XPath state is per thread (struct xml_thread, a pthread key freed when
+ * the thread exits): one XPath context with the soap, eb, xlink, hl7 and
+ * nasp prefixes registered once, and up to XML_XPATH_CACHE_MAX compiled
+ * expressions keyed by their text. A query points the context at its
+ * document and node, resets the evaluation state a new context would
+ * have, and runs the compiled expression; an expression beyond the bound
+ * is evaluated uncompiled, as before. Per thread, not process-wide, on
+ * purpose: libxml2 2.9 writes into a compiled expression while evaluating
+ * it (XPATH_OP_FUNCTION caches its function lookup in the step), so one
+ * xmlXPathCompExpr must not be evaluated by two threads at once. Nothing
+ * is locked; nothing is shared.
  */
 #include <ctype.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <libxml/parser.h>
@@ -21,13 +34,47 @@
 #include "ebxml.h"
 #include "ebxml_impl.h"
 #include "error.h"
+#include "util.h"
+
+/* Far more than the distinct expressions in router/ebxml (about 25). */
+#define XML_XPATH_CACHE_MAX 64
+
+struct xml_xpath {
+	char *expr; /* our copy: the key */
+	uint32_t hash;
+	xmlXPathCompExprPtr comp;
+};
+
+struct xml_thread {
+	xmlXPathContextPtr xp; /* prefixes registered; doc set per query */
+	size_t n;
+	struct xml_xpath cache[XML_XPATH_CACHE_MAX];
+};
 
 static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
+static pthread_key_t xml_key;
+static int xml_key_err; /* pthread_key_create's result */
+
+static void
+xml_thread_free(void *arg)
+{
+	struct xml_thread *t = arg;
+
+	if (t == NULL)
+		return;
+	for (size_t i = 0; i < t->n; i++) {
+		xmlXPathFreeCompExpr(t->cache[i].comp);
+		free(t->cache[i].expr);
+	}
+	xmlXPathFreeContext(t->xp);
+	free(t);
+}
 
 static void
 xml_init(void)
 {
 	xmlInitParser();
+	xml_key_err = pthread_key_create(&xml_key, xml_thread_free);
 }
 
 /* SAX internalSubset: called at <!DOCTYPE, before any declaration. */
@@ -77,29 +124,80 @@ xml_register(xmlXPathContextPtr xp)
 	return 0;
 }
 
+/* The calling thread's XPath state, made on first use; NULL: no memory. */
+static struct xml_thread *
+xml_thread_get(void)
+{
+	struct xml_thread *t;
+
+	pthread_once(&xml_once, xml_init);
+	if (xml_key_err != 0)
+		return NULL;
+	if ((t = pthread_getspecific(xml_key)) != NULL)
+		return t;
+	if ((t = calloc(1, sizeof(*t))) == NULL)
+		return NULL;
+	if ((t->xp = xmlXPathNewContext(NULL)) == NULL ||
+	    xml_register(t->xp) != 0 || pthread_setspecific(xml_key, t) != 0) {
+		xml_thread_free(t);
+		return NULL;
+	}
+	return t;
+}
+
+/*
+ * xml_compiled returns expr compiled, from t's cache or compiled now and
+ * kept there. NULL: not cached (the cache is full, expr does not compile,
+ * or no memory); the caller then evaluates expr uncompiled, as libxml2
+ * would have anyway.
+ */
+static xmlXPathCompExprPtr
+xml_compiled(struct xml_thread *t, const char *expr)
+{
+	uint32_t h = mhs_fnv1a(expr);
+	struct xml_xpath *e;
+
+	for (size_t i = 0; i < t->n; i++)
+		if (t->cache[i].hash == h &&
+		    strcmp(t->cache[i].expr, expr) == 0)
+			return t->cache[i].comp;
+	if (t->n == XML_XPATH_CACHE_MAX)
+		return NULL;
+	e = &t->cache[t->n];
+	if ((e->expr = strdup(expr)) == NULL)
+		return NULL;
+	if ((e->comp = xmlXPathCtxtCompile(t->xp, (const xmlChar *) expr)) ==
+	    NULL) {
+		free(e->expr);
+		e->expr = NULL;
+		return NULL;
+	}
+	e->hash = h;
+	t->n++;
+	return e->comp;
+}
+
+size_t
+ebxml_xpath_cached(void)
+{
+	struct xml_thread *t = xml_thread_get();
+
+	return t != NULL ? t->n : 0;
+}
+
 int
 ebxml_doc_parse(struct ebxml_doc *d, const char *xml, size_t len)
 {
-	int rv = MHS_EINVAL;
-
 	d->doc = NULL;
-	d->xp = NULL;
 	if (len > MHS_EBXML_MAX_ENVELOPE)
 		return MHS_ETOOBIG;
 	if (len == 0)
 		return MHS_EINVAL;
-	pthread_once(&xml_once, xml_init);
+	if (xml_thread_get() == NULL)
+		return MHS_ENOMEM;
 	if ((d->doc = xml_read(xml, len)) == NULL)
-		goto fail;
-	rv = MHS_ENOMEM;
-	if ((d->xp = xmlXPathNewContext(d->doc)) == NULL)
-		goto fail;
-	if ((rv = xml_register(d->xp)) != 0)
-		goto fail;
+		return MHS_EINVAL;
 	return 0;
-fail:
-	ebxml_doc_fini(d);
-	return rv;
 }
 
 void
@@ -107,19 +205,32 @@ ebxml_doc_fini(struct ebxml_doc *d)
 {
 	if (d == NULL)
 		return;
-	xmlXPathFreeContext(d->xp);
 	xmlFreeDoc(d->doc);
-	d->xp = NULL;
 	d->doc = NULL;
 }
 
 xmlXPathObjectPtr
 ebxml_doc_nodes(struct ebxml_doc *d, xmlNodePtr at, const char *expr)
 {
+	struct xml_thread *t = xml_thread_get();
+	xmlXPathCompExprPtr comp;
 	xmlXPathObjectPtr o;
 
-	d->xp->node = at != NULL ? at : (xmlNodePtr) d->doc;
-	o = xmlXPathEvalExpression((const xmlChar *) expr, d->xp);
+	if (t == NULL)
+		return NULL;
+	/* What xmlXPathNewContext(d->doc) would start from. */
+	t->xp->doc = d->doc;
+	t->xp->node = at != NULL ? at : (xmlNodePtr) d->doc;
+	t->xp->contextSize = -1;
+	t->xp->proximityPosition = -1;
+	t->xp->depth = 0;
+	t->xp->opCount = 0;
+	if ((comp = xml_compiled(t, expr)) != NULL)
+		o = xmlXPathCompiledEval(comp, t->xp);
+	else
+		o = xmlXPathEvalExpression((const xmlChar *) expr, t->xp);
+	t->xp->doc = NULL; /* the context never points at a freed document */
+	t->xp->node = NULL;
 	if (o != NULL &&
 	    (o->type != XPATH_NODESET || o->nodesetval == NULL ||
 	        o->nodesetval->nodeNr == 0)) {

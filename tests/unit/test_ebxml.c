@@ -7,15 +7,25 @@
  *    never matter, namespaces do, and garbage never crashes or delivers.
  *  - ebxml_parse: the §5.1 example as the MHS sends it (bare LF, unbracketed
  *    start), every truncation of a request, DTDs refused.
+ *  - ebxml_xpath: a query through the per-thread compiled-expression cache
+ *    finds exactly the nodes a fresh libxml2 context and an uncompiled
+ *    evaluation find, from the document and from a node, first time and
+ *    cached, past the cache's bound too; and many threads parsing and
+ *    classifying at once (threads coming and going) all get the answers
+ *    one thread gets.
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <criterion/criterion.h>
+#include <libxml/xpathInternals.h>
 
 #include "ebxml.h"
+#include "ebxml_impl.h"
 #include "error.h"
 
 #define MSG_ID  "AAAAAAAA-0000-4000-8000-000000000001"
@@ -1000,4 +1010,270 @@ Test(ebxml_hl7, absent_malformed_or_hostile_payloads_give_none)
 	                   "\" extension=\"0123456789ABCDEF0123456789\"/></a>",
 	                 rx, 8),
 	    MHS_ETOOBIG);
+}
+
+/* ---- ebxml_xpath: compiled once per thread, same answers ---- */
+
+/* The expressions router/ebxml asks (from the document), and more. */
+static const char *const doc_exprs[] = {
+    "/soap:Envelope",
+    "/soap:Envelope/soap:Header/eb:MessageHeader/.",
+    "/soap:Envelope/soap:Header/eb:MessageHeader/eb:MessageData/eb:MessageId",
+    "/soap:Envelope/soap:Header/eb:MessageHeader/eb:ConversationId",
+    "/soap:Envelope/soap:Header/eb:MessageHeader/eb:From/eb:PartyId",
+    "/soap:Envelope/soap:Header/eb:MessageHeader/eb:MessageData/"
+    "eb:RefToMessageId",
+    "/soap:Envelope/soap:Header/eb:MessageHeader/eb:DuplicateElimination",
+    "/soap:Envelope/soap:Header/eb:AckRequested",
+    "/soap:Envelope/soap:Header/eb:SyncReply",
+    "/soap:Envelope/soap:Body/eb:Manifest/eb:Reference"
+    "[starts-with(normalize-space(@xlink:href), 'cid:')][1]/@xlink:href",
+    "/soap:Envelope/soap:Header/eb:ErrorList",
+    "/soap:Envelope/soap:Header/eb:ErrorList/eb:Error",
+    "/soap:Envelope/soap:Header/eb:Acknowledgment",
+    "/soap:Envelope/soap:Header/eb:Acknowledgment/eb:RefToMessageId",
+    "/soap:Envelope/soap:Body/soap:Fault",
+    "/soap:Envelope/soap:Body/soap:Fault/faultstring",
+    "/soap:Envelope/soap:Body/soap:Fault//nasp:errorList/nasp:error",
+    "(//*[@root='1.2.3'][@extension])[1]/@extension",
+    "//eb:PartyId[2]",
+    "//eb:*[position() = last()]",
+    "count(//*)", /* not a node-set: none */
+    "//nosuch",
+};
+
+/* The relative ones, asked from every element. */
+static const char *const node_exprs[] = {
+    "@eb:errorCode",
+    "eb:Description",
+    "nasp:errorCode",
+    "nasp:description",
+    "eb:Timestamp",
+    "..",
+    "*[1]",
+};
+
+/* node-sets a and b (either NULL: none) hold the same nodes in order */
+static bool
+same_nodes(xmlXPathObjectPtr a, xmlXPathObjectPtr b)
+{
+	int na = a != NULL && a->type == XPATH_NODESET && a->nodesetval
+	    ? a->nodesetval->nodeNr
+	    : 0;
+	int nb = b != NULL && b->type == XPATH_NODESET && b->nodesetval
+	    ? b->nodesetval->nodeNr
+	    : 0;
+
+	if (na != nb)
+		return false;
+	for (int i = 0; i < na; i++)
+		if (a->nodesetval->nodeTab[i] != b->nodesetval->nodeTab[i])
+			return false;
+	return true;
+}
+
+/* A fresh context and an uncompiled evaluation: what ebxml_xml.c did. */
+static xmlXPathObjectPtr
+eval_plain(struct ebxml_doc *d, xmlNodePtr at, const char *expr)
+{
+	xmlXPathContextPtr xp = xmlXPathNewContext(d->doc);
+	xmlXPathObjectPtr o;
+
+	cr_assert_not_null(xp);
+	xmlXPathRegisterNs(xp, BAD_CAST "soap", BAD_CAST EBXML_NS_SOAP);
+	xmlXPathRegisterNs(xp, BAD_CAST "eb", BAD_CAST EBXML_NS_EB);
+	xmlXPathRegisterNs(xp, BAD_CAST "xlink", BAD_CAST EBXML_NS_XLINK);
+	xmlXPathRegisterNs(xp, BAD_CAST "hl7", BAD_CAST EBXML_NS_HL7);
+	xmlXPathRegisterNs(xp, BAD_CAST "nasp", BAD_CAST EBXML_NS_NASP);
+	xp->node = at != NULL ? at : (xmlNodePtr) d->doc;
+	o = xmlXPathEvalExpression(BAD_CAST expr, xp);
+	xmlXPathFreeContext(xp);
+	return o;
+}
+
+/* ebxml_doc_nodes(d, at, expr), twice (compiled, then cached), finds
+ * what eval_plain finds; returns how many nodes that was. */
+static int
+assert_same(struct ebxml_doc *d, xmlNodePtr at, const char *expr)
+{
+	xmlXPathObjectPtr want = eval_plain(d, at, expr);
+	int n = 0;
+
+	for (int round = 0; round < 2; round++) {
+		xmlXPathObjectPtr got = ebxml_doc_nodes(d, at, expr);
+
+		cr_assert(same_nodes(got, want), "%s (round %d)", expr, round);
+		if (got != NULL)
+			n = got->nodesetval->nodeNr;
+		xmlXPathFreeObject(got);
+	}
+	xmlXPathFreeObject(want);
+	return n;
+}
+
+/* Every expression, from the document and from every element of xml. */
+static int
+assert_same_everywhere(const char *xml)
+{
+	struct ebxml_doc d;
+	xmlXPathObjectPtr all;
+	int found = 0;
+
+	cr_assert_eq(ebxml_doc_parse(&d, xml, strlen(xml)), 0);
+	for (size_t i = 0; i < sizeof(doc_exprs) / sizeof(doc_exprs[0]); i++)
+		found += assert_same(&d, NULL, doc_exprs[i]);
+	all = ebxml_doc_nodes(&d, NULL, "//*");
+	cr_assert_not_null(all);
+	for (int k = 0; k < all->nodesetval->nodeNr; k++)
+		for (size_t i = 0;
+		     i < sizeof(node_exprs) / sizeof(node_exprs[0]); i++)
+			found += assert_same(
+			    &d, all->nodesetval->nodeTab[k], node_exprs[i]);
+	xmlXPathFreeObject(all);
+	ebxml_doc_fini(&d);
+	return found;
+}
+
+/* The SOAP envelope of spec_request_lf (its first MIME part). */
+static char *
+spec_request_envelope(void)
+{
+	const char *b = strstr(spec_request_lf, "<?xml");
+	const char *e = strstr(spec_request_lf, "</SOAP:Envelope>");
+
+	cr_assert(b != NULL && e != NULL);
+	return strndup(b, (size_t) (e - b) + strlen("</SOAP:Envelope>"));
+}
+
+Test(ebxml_xpath, compiled_queries_find_what_uncompiled_ones_find)
+{
+	char *fault = fault_with(NASP_ERROR("206") NASP_ERROR("208"));
+	char *req = spec_request_envelope();
+	const char *rx = "<a xmlns:eb=\"" EBXML_NS_EB "\"><b root=\"1.2.3\"/>"
+	                 "<c root=\"1.2.3\" extension=\"x\"/></a>";
+	int found = 0;
+
+	found += assert_same_everywhere(spec_ack);
+	found += assert_same_everywhere(spec_error);
+	found += assert_same_everywhere(fault);
+	found += assert_same_everywhere(req);
+	found += assert_same_everywhere(rx);
+	cr_assert_gt(found, 100, "the fixtures must match something");
+	cr_assert_leq(ebxml_xpath_cached(), 64);
+	free(fault);
+	free(req);
+}
+
+Test(ebxml_xpath, expressions_past_the_bound_are_evaluated_uncompiled)
+{
+	struct ebxml_doc d;
+	char expr[80];
+
+	cr_assert_eq(ebxml_doc_parse(&d, spec_ack, strlen(spec_ack)), 0);
+	for (int i = 1; i <= 100; i++) {
+		snprintf(expr, sizeof(expr),
+		    "(/soap:Envelope/soap:Header//*)[%d]", i % 30 + 1);
+		if (i > 30)
+			snprintf(expr + strlen(expr),
+			    sizeof(expr) - strlen(expr), "[%d > 0]", i);
+		assert_same(&d, NULL, expr);
+	}
+	cr_assert_eq(ebxml_xpath_cached(), 64, "the cache is bounded");
+	/* Past the bound nothing changes: the expressions already kept are
+	 * still kept and still right. */
+	cr_assert_eq(assert_same(&d, NULL, "/soap:Envelope"), 1);
+	cr_assert_eq(assert_same(&d, NULL,
+	                 "/soap:Envelope/soap:Header/eb:Acknowledgment/"
+	                 "eb:RefToMessageId"),
+	    1);
+	cr_assert_eq(ebxml_xpath_cached(), 64);
+	ebxml_doc_fini(&d);
+}
+
+/* libxml2 reports a malformed expression on stderr: not here. */
+static void
+errors_ignored(void *ctx, const char *msg, ...)
+{
+	(void) ctx;
+	(void) msg;
+}
+
+Test(ebxml_xpath, a_bad_expression_finds_nothing_and_is_not_kept)
+{
+	struct ebxml_doc d;
+	size_t before;
+
+	cr_assert_eq(ebxml_doc_parse(&d, spec_ack, strlen(spec_ack)), 0);
+	xmlSetGenericErrorFunc(NULL, errors_ignored);
+	before = ebxml_xpath_cached();
+	cr_assert_null(ebxml_doc_nodes(&d, NULL, "/soap:Envelope["));
+	cr_assert_eq(ebxml_xpath_cached(), before, "a bad one is not kept");
+	/* A prefix nobody bound compiles; it fails when run. */
+	cr_assert_null(ebxml_doc_nodes(&d, NULL, "/nosuch:Envelope"));
+	cr_assert_null(ebxml_doc_nodes(&d, NULL, "/nosuch:Envelope"));
+	cr_assert_eq(assert_same(&d, NULL, "/soap:Envelope"), 1);
+	xmlSetGenericErrorFunc(NULL, NULL);
+	ebxml_doc_fini(&d);
+}
+
+#define XP_THREADS 8
+#define XP_ROUNDS  100
+
+static atomic_int xp_wrong;
+
+#define XP_RX_PAYLOAD                                                         \
+	"<PORX_IN020101SM31 xmlns=\"urn:hl7-org:v3\"><pertinentPrescription>" \
+	"<id root=\"" RX_OID "\" extension=\"04F4C2-A99968-7F717P\"/>"        \
+	"</pertinentPrescription></PORX_IN020101SM31>"
+
+/* One thread's share: everything router/ebxml parses, answers checked. */
+static void *
+xpath_worker(void *arg)
+{
+	const char *fault = arg;
+	struct mhs_ebxml_request r;
+	char why[256], rx[32];
+	int wrong = 0;
+
+	for (int i = 0; i < XP_ROUNDS; i++) {
+		wrong += classify_str(202, spec_ack, true, NULL, 0) !=
+		    MHS_EBXML_DELIVERED;
+		wrong += classify_str(500, spec_error, true, NULL, 0) !=
+		    MHS_EBXML_FAILED;
+		wrong += classify_str(500, fault, true, why, sizeof(why)) !=
+		    MHS_EBXML_RETRY;
+		wrong +=
+		    mhs_ebxml_parse_request(CT_MHS, spec_request_lf,
+		        strlen(spec_request_lf), &r, why, sizeof(why)) != 0 ||
+		    strcmp(r.message_id, MSG_ID) != 0 ||
+		    strcmp(r.to_party, "YES-0000806") != 0 || !r.sync_reply ||
+		    r.payload_len != strlen(PAYLOAD);
+		wrong += rx_of(XP_RX_PAYLOAD, rx, sizeof(rx)) != 0 ||
+		    strcmp(rx, "04F4C2-A99968-7F717P") != 0;
+	}
+	atomic_fetch_add(&xp_wrong, wrong);
+	return NULL;
+}
+
+Test(ebxml_xpath, threads_parsing_at_once_get_one_threads_answers)
+{
+	char *fault = fault_with(NASP_ERROR("206"));
+	pthread_t th[XP_THREADS];
+
+	/* One thread alone first: the answers the others must give. */
+	xpath_worker(fault);
+	cr_assert_eq(atomic_load(&xp_wrong), 0);
+	/* Threads exit (freeing their state) while others still parse;
+	 * then a second wave starts with none. */
+	for (int wave = 0; wave < 2; wave++) {
+		for (int i = 0; i < XP_THREADS; i++)
+			cr_assert_eq(
+			    pthread_create(&th[i], NULL, xpath_worker, fault),
+			    0);
+		for (int i = 0; i < XP_THREADS; i++)
+			pthread_join(th[i], NULL);
+	}
+	cr_assert_eq(atomic_load(&xp_wrong), 0, "%d wrong answers",
+	    atomic_load(&xp_wrong));
+	free(fault);
 }
