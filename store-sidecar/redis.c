@@ -564,6 +564,36 @@ redis_rebuild(struct store *st)
 	return 0;
 }
 
+/*
+ * replay_horizon refuses a Redis whose applied_seq is older than the
+ * journal's first record: retention has removed the segments in between
+ * (a snapshot or backup restored long after it was taken), so what those
+ * records did (messages delivered, failed, answered) cannot be replayed,
+ * and Redis would deliver such messages again. An operator must empty
+ * Redis so that the store rebuilds it; until then the
+ * connection is dropped and Submits are journaled only.
+ */
+static int
+replay_horizon(struct store *st, uint64_t applied)
+{
+	struct mhs_journal_segment seg;
+
+	if (applied == 0 || mhs_journal_segment(st->journal, 0, &seg) != 0 ||
+	    applied + 1 >= seg.first_seq)
+		return 0;
+	mhs_error("redis_older_than_journal",
+	    "Redis has applied this node's journal up to seq %llu, but the "
+	    "journal now starts at seq %llu (%s; older segments were removed "
+	    "by retention): Redis is an old copy that cannot be brought up to "
+	    "date. Not using it. Empty Redis (FLUSHALL; nodes sharing the "
+	    "prefix each rebuild their part) and the store rebuilds it from "
+	    "the journal",
+	    (unsigned long long) applied, (unsigned long long) seg.first_seq,
+	    seg.name);
+	st_redis_drop(st, "Redis is older than the journal");
+	return MHS_ESTATE;
+}
+
 int
 st_redis_replay(struct store *st)
 {
@@ -605,6 +635,8 @@ st_redis_replay(struct store *st)
 			return MHS_EUNAVAIL;
 		freeReplyObject(rep);
 	}
+	if ((rv = replay_horizon(st, rp.applied)) != 0)
+		return rv;
 	if (rp.applied == 0 && mhs_journal_last_seq(st->journal) > 0) {
 		/* Nothing of this node in Redis: rebuild it in one pass per
 		 * message (rebuild.c), unless a rebuild was interrupted. */

@@ -64,26 +64,30 @@ log_has(const char *what)
 	return system(cmd) == 0;
 }
 
-/* start_store runs redis-server and mhs-store on DIR/journal. */
+static char rport[16], hport[16];
+
+/* start_store runs mhs-store on DIR/journal, and redis-server unless it
+ * runs already. */
 static void
 start_store(void)
 {
-	char rport[16], hport[16], listen[400], jdir[400], http[64];
-	int base = stack_free_ports(2);
+	char listen[400], jdir[400], http[64];
 
-	cr_assert(base > 0);
-	snprintf(rport, sizeof(rport), "%d", base);
-	snprintf(hport, sizeof(hport), "%d", base + 1);
-	snprintf(listen, sizeof(listen), "ipc://%s/store.ipc", st.dir);
-	snprintf(jdir, sizeof(jdir), "%s/journal", st.dir);
-	snprintf(http, sizeof(http), "http://127.0.0.1:%s", hport);
-	{
+	if (redis_pid == 0) {
+		int base = stack_free_ports(2);
+
+		cr_assert(base > 0);
+		snprintf(rport, sizeof(rport), "%d", base);
+		snprintf(hport, sizeof(hport), "%d", base + 1);
 		char *argv[] = {"/usr/bin/redis-server", "--port", rport,
 		    "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		    "--dir", st.dir, NULL};
 		cr_assert((redis_pid = stack_spawn(&st, "redis", argv)) > 0);
+		usleep(200000);
 	}
-	usleep(200000);
+	snprintf(listen, sizeof(listen), "ipc://%s/store.ipc", st.dir);
+	snprintf(jdir, sizeof(jdir), "%s/journal", st.dir);
+	snprintf(http, sizeof(http), "http://127.0.0.1:%s", hport);
 	{
 		char *argv[] = {MHS_STORE_BIN, "--listen", listen, "--http",
 		    http, "--journal-dir", jdir, "--redis-port", rport,
@@ -91,6 +95,31 @@ start_store(void)
 		    "--nhs-index-key", "k", NULL};
 		cr_assert((store_pid = stack_spawn(&st, "store", argv)) > 0);
 	}
+}
+
+static void
+stop_store(void)
+{
+	kill(store_pid, SIGTERM);
+	cr_assert_neq(
+	    stack_wait_exit(store_pid, 10000), -1, "mhs-store did not stop");
+	store_pid = 0;
+}
+
+/* redis_applied reads this node's applied_seq. */
+static long long
+redis_applied(void)
+{
+	char cmd[200], out[32] = "";
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd),
+	    "redis-cli -p %s GET mhs:applied_seq:retention-test", rport);
+	cr_assert_not_null(f = popen(cmd, "r"));
+	if (fgets(out, sizeof(out), f) == NULL)
+		out[0] = '\0';
+	pclose(f);
+	return atoll(out);
 }
 
 static void
@@ -168,4 +197,46 @@ Test(store_retention, month_with_a_pending_message_is_kept)
 	    "%s holds messages not yet final: it must be "
 	    "kept",
 	    seg);
+}
+
+/*
+ * A Redis older than the journal's horizon (an old snapshot or backup,
+ * restored after retention removed the segments it had not yet seen)
+ * cannot be caught up: the store refuses it, says so, and leaves it as it
+ * found it, instead of replaying from the first segment left and
+ * delivering again what the removed records had finished.
+ */
+Test(store_retention, redis_older_than_the_journal_is_refused)
+{
+	char month[8], seg[16];
+
+	old_month(month, 3);
+	snprintf(seg, sizeof(seg), "%s.seg", month);
+	run("'%s' --mode generate --dir '%s/journal' --records 20 "
+	    "--month-offset 3 --final --payload-bytes 64 >/dev/null 2>&1",
+	    JOURNAL_BENCH_BIN, st.dir);
+	run("'%s' --mode generate --dir '%s/journal' --records 2 "
+	    "--payload-bytes 64 >/dev/null 2>&1",
+	    JOURNAL_BENCH_BIN, st.dir);
+	start_store();
+	for (int i = 0; i < 300 && exists(seg); i++)
+		usleep(100000);
+	cr_assert(
+	    !exists(seg), "%s was kept (see %s/logs/store.log)", seg, st.dir);
+	cr_assert_eq(redis_applied(), 42, "Redis is not in step");
+	stop_store();
+
+	/* Redis as a copy from before the old month's records. */
+	run("redis-cli -p %s SET mhs:applied_seq:retention-test 5 >/dev/null",
+	    rport);
+	start_store();
+	for (int i = 0; i < 300 && !log_has("redis_older_than_journal"); i++)
+		usleep(100000);
+	cr_assert(log_has("redis_older_than_journal"),
+	    "the store did not refuse a Redis older than its journal (see "
+	    "%s/logs/store.log)",
+	    st.dir);
+	cr_assert_eq(redis_applied(), 5, "the store replayed into it anyway");
+	cr_assert(!log_has("applying journal records 6"),
+	    "the store replayed from the first record left");
 }
