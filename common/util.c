@@ -157,8 +157,10 @@ mhs_hmac_open(struct mhs_hmac **hp, const void *key, size_t keylen)
 	        OSSL_MAC_PARAM_DIGEST, (char *) "SHA256", 0),
 	    OSSL_PARAM_construct_end()};
 	static const uint8_t none = 0;
+	uint8_t want[32], got[32];
 
 	*hp = NULL;
+	mhs_hmac_sha256(key, keylen, "mhs", 3, want);
 	if ((h = calloc(1, sizeof(*h))) == NULL)
 		return MHS_ENOMEM;
 	if ((mac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL) {
@@ -173,6 +175,15 @@ mhs_hmac_open(struct mhs_hmac **hp, const void *key, size_t keylen)
 		mhs_hmac_close(h);
 		return MHS_EIO;
 	}
+	/* Digests re-init with the key already set. OpenSSL 3.0.0 to 3.0.2
+	 * answered such a re-init with success and did nothing (every digest
+	 * then covered all the data so far): check that this one resets. */
+	for (int i = 0; i < 2; i++)
+		if (mhs_hmac_digest(h, "mhs", 3, got) != 0 ||
+		    memcmp(got, want, sizeof(got)) != 0) {
+			mhs_hmac_close(h);
+			return MHS_EIO;
+		}
 	*hp = h;
 	return 0;
 }

@@ -256,11 +256,10 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if (mhs_hmac_open(&st.nhs_mac, st.cfg.nhs_index_key,
-	        strlen(st.cfg.nhs_index_key)) != 0) {
-		fprintf(
-		    stderr, "mhs-store: cannot prepare the NHS index key\n");
-		return 1;
-	}
+	        strlen(st.cfg.nhs_index_key)) != 0)
+		mhs_warn("nhs_index_key_slow",
+		    "this OpenSSL cannot reuse a prepared HMAC key: the NHS "
+		    "number index is computed the slow way");
 	atomic_store(&st.backlog_ok, true);
 	st_window_warm(&st);
 	if (st_worker_start(&st) != 0 || (rv = st_server_start(&st)) != 0) {
