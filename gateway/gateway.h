@@ -7,19 +7,22 @@
  *
  * Files: server.c (request contexts, dispatch, lifecycle), methods.c
  * (the dispatch table, payload checks, Health), store.c (forwarding and
- * the store readiness poller), limits.c (rate limit, in-flight cap),
+ * the store readiness poller), batch.c (Submits batched into AppendMany
+ * calls), limits.c (rate limit, in-flight cap),
  * listen.c (listeners, TLS), auth.c (clients file), metrics.c, main.c.
  *
  * Threads: nng's callback threads run the per-context state machines and
  * the readiness poller (never blocking); nng's HTTP threads read metrics;
  * the main thread waits for signals, then drains. Everything shared is
- * read-only after start or an atomic; the one mutable per-client datum
- * (the rate limiter's state) is a single atomic word per client.
+ * read-only after start or an atomic, but for the batcher's queue (a
+ * mutex, batch.c); the one mutable per-client datum (the rate limiter's
+ * state) is a single atomic word per client.
  */
 #ifndef MHS_GATEWAY_H
 #define MHS_GATEWAY_H
 
 #include <nng/nng.h>
+#include <pthread.h>
 #include <nng/supplemental/tls/tls.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -62,6 +65,7 @@ struct gw_config {
 	long long max_in_flight;
 	long long store_check_interval_ms;
 	long long store_check_timeout_ms;
+	long long store_batch_calls; /* AppendMany calls at once; 0: none */
 };
 
 #define GW_CODES   17
@@ -98,6 +102,7 @@ struct gw_metrics {
 	struct gw_hist store_rtt;
 	atomic_uint in_flight;       /* received, reply not yet sent */
 	atomic_uint store_in_flight; /* waiting on the store (capped) */
+	atomic_ullong store_batches, store_batched; /* AppendMany, Submits */
 	atomic_ullong store_rtt_ewma_us;
 };
 
@@ -116,6 +121,16 @@ struct gw_ready_poll {
 };
 
 struct gw_ctx;
+struct gw_call;
+
+/* Submits batched into AppendMany calls (batch.c). */
+struct gw_batcher {
+	pthread_mutex_t lock;
+	struct gw_ctx *head, **tail; /* waiting for a call */
+	struct gw_call **calls;
+	size_t n_calls;
+	atomic_bool off; /* the store does not know AppendMany */
+};
 
 struct gw {
 	struct gw_config cfg;
@@ -133,13 +148,20 @@ struct gw {
 	struct gw_ctx **ctxs;
 	size_t n_ctxs;
 	struct gw_ready_poll ready;
+	struct gw_batcher batch;
 	atomic_bool store_ready;
 	atomic_bool draining; /* SIGTERM: answer 14, finish in-flight */
 	atomic_bool closing;  /* stopping: callbacks start nothing new */
 	struct gw_metrics m;
 };
 
-enum gw_state { GW_RECV, GW_STORE_SEND, GW_STORE_RECV, GW_SEND };
+enum gw_state {
+	GW_RECV,
+	GW_STORE_SEND,
+	GW_STORE_RECV,
+	GW_STORE_BATCH,
+	GW_SEND
+};
 
 /* One request context: touched only by its own callbacks (never two at
  * once: the partner aio and the store aio are never both busy). */
@@ -159,6 +181,9 @@ struct gw_ctx {
 	const struct gw_client *client;
 	const struct mhs_rpc_method *method;
 	char request_id[80];
+	/* GW_STORE_BATCH: the encoded AppendRequest, and the queue link. */
+	ProtobufCBinaryData bitem;
+	struct gw_ctx *bnext;
 };
 
 /* auth.c */
@@ -196,6 +221,21 @@ bool gw_method_public(const struct mhs_rpc_method *m);
 /* store.c */
 void gw_forward(struct gw_ctx *c, const char *store_method,
     const ProtobufCBinaryData *payload);
+/* The two halves of gw_forward: the checks (refuses and returns false,
+ * else holds an in-flight slot), then the call on c's own REQ context. */
+bool gw_forward_admit(struct gw_ctx *c);
+void gw_forward_send(struct gw_ctx *c, const char *store_method,
+    const ProtobufCBinaryData *payload);
+/* Relays the store's answer to one forwarded request (code, message and,
+ * for 0, the method's reply), unless its deadline has passed. */
+void gw_store_result(struct gw_ctx *c, int code, const char *message,
+    const ProtobufCMessage *payload);
+
+/* batch.c */
+int gw_batch_start(struct gw *gw);
+void gw_batch_stop(struct gw *gw);
+/* Queues an admitted Submit (its AppendRequest, taken) for AppendMany. */
+void gw_batch_forward(struct gw_ctx *c, ProtobufCBinaryData *item);
 void gw_store_sent(struct gw_ctx *c);
 void gw_store_failed(struct gw_ctx *c, int rv);
 void gw_store_answered(struct gw_ctx *c, nng_msg *smsg);

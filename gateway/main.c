@@ -81,6 +81,11 @@ static struct mhs_opt gw_opts[] = {
     {"store-check-timeout-ms", MHS_OPT_INT, "1000", 10, 600000,
         "a readiness answer later than this makes the gateway not ready",
         &gw.cfg.store_check_timeout_ms},
+    {"store-batch-calls", MHS_OPT_INT, "4", 0, 64,
+        "Submits go to the store in batches (AppendMany), this many calls "
+        "at once; a Submit that finds none free joins the next batch (0: "
+        "one Append per Submit)",
+        &gw.cfg.store_batch_calls},
     {"drain-timeout-ms", MHS_OPT_INT, "10000", 0, 600000,
         "how long SIGTERM waits for in-flight requests",
         &gw.cfg.drain_timeout_ms},

@@ -326,8 +326,15 @@ gw_submit_forward(struct gw_ctx *c, const struct gw_binding *b,
 		return;
 	}
 	protobuf_c_message_pack(&ar.base, out.data);
-	gw_forward(c, b->store_method, &out);
-	free(out.data);
+	if (!gw_forward_admit(c))
+		free(out.data);
+	else if (c->gw->cfg.store_batch_calls > 0 &&
+	    !atomic_load(&c->gw->batch.off))
+		gw_batch_forward(c, &out); /* takes out.data */
+	else {
+		gw_forward_send(c, b->store_method, &out);
+		free(out.data);
+	}
 }
 
 void

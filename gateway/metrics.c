@@ -119,6 +119,12 @@ gw_metrics_write(void *arg, struct mhs_buf *out)
 	    "(capped by --max-in-flight).\n"
 	    "# TYPE mhs_gateway_store_in_flight gauge\n"
 	    "mhs_gateway_store_in_flight %u\n"
+	    "# HELP mhs_gateway_store_batches_total AppendMany calls made.\n"
+	    "# TYPE mhs_gateway_store_batches_total counter\n"
+	    "mhs_gateway_store_batches_total %llu\n"
+	    "# HELP mhs_gateway_store_batched_total Submits sent in them.\n"
+	    "# TYPE mhs_gateway_store_batched_total counter\n"
+	    "mhs_gateway_store_batched_total %llu\n"
 	    "# HELP mhs_gateway_ready 1 while a Submit can be made durable.\n"
 	    "# TYPE mhs_gateway_ready gauge\n"
 	    "mhs_gateway_ready %d\n"
@@ -126,5 +132,7 @@ gw_metrics_write(void *arg, struct mhs_buf *out)
 	    "# TYPE mhs_gateway_draining gauge\n"
 	    "mhs_gateway_draining %d\n",
 	    atomic_load(&gw->m.in_flight), atomic_load(&gw->m.store_in_flight),
-	    gw_ready(gw) ? 1 : 0, atomic_load(&gw->draining) ? 1 : 0);
+	    atomic_load(&gw->m.store_batches),
+	    atomic_load(&gw->m.store_batched), gw_ready(gw) ? 1 : 0,
+	    atomic_load(&gw->draining) ? 1 : 0);
 }

@@ -5,6 +5,7 @@
  *
  *   RECV --local answer--------------------------------> SEND --> RECV
  *   RECV --forward--> STORE_SEND --> STORE_RECV --reply--> SEND --> RECV
+ *   RECV --Submit---> STORE_BATCH (batch.c: one AppendMany) -> SEND -> RECV
  *
  * Each context owns a REQ context on the store socket, so a forwarded call
  * never blocks a thread: the callback only starts the next operation.
@@ -33,9 +34,10 @@
  * callback starts another operation, then closes the sockets and stops
  * every aio before freeing it.
  *
- * Locking: none. A context is touched only by its own callbacks, which
- * never run at once (the partner aio and the store aio are never busy
- * together); shared counters are atomics.
+ * Locking: only the batcher's queue (batch.c). A context is touched only
+ * by its own callbacks, which never run at once (the partner aio and the
+ * store aio are never busy together), or, while it waits in STORE_BATCH,
+ * by the one batch call that carries it; shared counters are atomics.
  */
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
@@ -414,7 +416,8 @@ gw_server_start(struct gw *gw)
 	for (size_t i = 0; i < gw->n_ctxs; i++)
 		if ((rv = gw_ctx_alloc(gw, &gw->ctxs[i])) != 0)
 			return mhs_err_nng(rv);
-	if ((rv = gw_ready_start(gw)) != 0 || (rv = gw_listen_all(gw)) != 0)
+	if ((rv = gw_batch_start(gw)) != 0 || (rv = gw_ready_start(gw)) != 0 ||
+	    (rv = gw_listen_all(gw)) != 0)
 		return rv;
 	for (size_t i = 0; i < gw->n_ctxs; i++) {
 		gw->ctxs[i]->state = GW_RECV;
@@ -446,6 +449,7 @@ gw_server_stop(struct gw *gw)
 	gw_ready_stop(gw);
 	nng_close(gw->rep);
 	nng_close(gw->store);
+	gw_batch_stop(gw); /* its calls touch request contexts */
 	for (size_t i = 0; gw->ctxs != NULL && i < gw->n_ctxs; i++) {
 		if (gw->ctxs[i] == NULL)
 			continue;

@@ -59,28 +59,41 @@ gw_store_msg(nng_msg **mp, const char *method,
 	return 0;
 }
 
-void
-gw_forward(struct gw_ctx *c, const char *store_method,
-    const ProtobufCBinaryData *payload)
+bool
+gw_forward_admit(struct gw_ctx *c)
 {
 	int64_t left = gw_left_ms(c), wait_ms;
-	nng_msg *msg;
 
 	if (!atomic_load(&c->gw->store_ready)) {
 		gw_refuse(c, MHS_CODE_UNAVAILABLE, GW_R_UNAVAILABLE, 0,
 		    "store not ready; retry with the same idempotency key");
-		return;
+		return false;
 	}
 	if (left <= 0) {
 		gw_refuse(c, MHS_CODE_DEADLINE_EXCEEDED, GW_R_DEADLINE, 0,
 		    "deadline exceeded before the store was asked");
-		return;
+		return false;
 	}
 	if ((wait_ms = gw_in_flight_take(c->gw)) > 0) {
 		gw_refuse(c, MHS_CODE_RESOURCE_EXHAUSTED, GW_R_IN_FLIGHT,
 		    wait_ms,
 		    "overloaded: too many requests in flight; retry after "
 		    "retry-after-ms");
+		return false;
+	}
+	c->store_start_us = gw_now_us();
+	return true;
+}
+
+void
+gw_forward_send(struct gw_ctx *c, const char *store_method,
+    const ProtobufCBinaryData *payload)
+{
+	int64_t left = gw_left_ms(c);
+	nng_msg *msg;
+
+	if (left <= 0) {
+		gw_store_failed(c, NNG_ETIMEDOUT);
 		return;
 	}
 	if (gw_store_msg(&msg, store_method, payload, left) != 0) {
@@ -89,10 +102,17 @@ gw_forward(struct gw_ctx *c, const char *store_method,
 		return;
 	}
 	c->state = GW_STORE_SEND;
-	c->store_start_us = gw_now_us();
 	nng_aio_set_timeout(c->saio, (nng_duration) left);
 	nng_aio_set_msg(c->saio, msg);
 	nng_ctx_send(c->req, c->saio);
+}
+
+void
+gw_forward(struct gw_ctx *c, const char *store_method,
+    const ProtobufCBinaryData *payload)
+{
+	if (gw_forward_admit(c))
+		gw_forward_send(c, store_method, payload);
 }
 
 void
@@ -221,6 +241,21 @@ gw_scope_reply(struct gw_ctx *c, Mhs__Rpc__V1__Response *sr)
 	if (in == &mhs__v1__search_request__descriptor)
 		return scope_search(c->client, &sr->payload);
 	return true;
+}
+
+void
+gw_store_result(struct gw_ctx *c, int code, const char *message,
+    const ProtobufCMessage *payload)
+{
+	gw_hist_observe(&c->gw->m.store_rtt, (uint64_t) gw_store_done(c));
+	if (gw_now_us() > c->deadline_us) {
+		gw_refuse(c, MHS_CODE_DEADLINE_EXCEEDED, GW_R_DEADLINE, 0,
+		    "the store answered after the deadline; retry with the "
+		    "same idempotency key");
+		return;
+	}
+	gw_reply(c, code,
+	    message != NULL && message[0] != '\0' ? message : NULL, payload);
 }
 
 void

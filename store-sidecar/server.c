@@ -6,6 +6,12 @@
  * answered at once from atomics, so readiness polls never wait behind a
  * group commit.
  *
+ * AppendMany becomes a group: one ST_APPEND op per Submit, queued
+ * together, each settled by the worker exactly as a lone Append is (same
+ * checks, same group commit); the worker finishing the last one sends the
+ * one reply with every result in order. The group owns the decoded
+ * request, and the ops only borrow their part of it.
+ *
  * Locking: a context is touched by its callback or, while its op is
  * queued, by the worker alone: never both.
  */
@@ -45,6 +51,17 @@ static const struct st_binding bind_redeliver = {ST_REDELIVER, false};
 static const struct st_binding bind_unsolicited = {ST_UNSOLICITED, false};
 static const struct st_binding bind_report_many = {ST_REPORT_MANY, false};
 static const struct st_binding bind_ready = {0, true};
+/* kind is unused: an AppendMany is queued as one ST_APPEND per Submit. */
+static const struct st_binding bind_append_many = {ST_APPEND, false};
+
+#define ST_GROUP_MAX 1024 /* Submits in one AppendMany */
+
+struct st_group {
+	struct st_ctx *ctx;
+	Mhs__Store__V1__AppendManyRequest *req;
+	size_t n, pending; /* pending: worker thread only */
+	struct st_op ops[];
+};
 
 /* st_reply encodes a reply; NULL only when even an empty one cannot be
  * had (then the context just receives again). */
@@ -86,10 +103,56 @@ st_send(struct st_ctx *c, int code, const char *message,
  * must not be touched after (a free of op->in after the send freed the
  * next request under load: the store crashed on a NULL request).
  */
+/* group_finish sends an AppendMany's reply once its last op is settled
+ * (worker thread), then frees the group. */
+static void
+group_finish(struct st_group *g)
+{
+	Mhs__Store__V1__AppendManyResponse resp =
+	    MHS__STORE__V1__APPEND_MANY_RESPONSE__INIT;
+	Mhs__Store__V1__AppendResult *res = calloc(g->n, sizeof(*res));
+	Mhs__Store__V1__AppendResult **ptrs = calloc(g->n, sizeof(*ptrs));
+	struct st_ctx *c = g->ctx;
+	nng_msg *msg;
+
+	if (res == NULL || ptrs == NULL) {
+		msg = st_reply(MHS_CODE_INTERNAL, "out of memory", NULL);
+	} else {
+		for (size_t i = 0; i < g->n; i++) {
+			struct st_op *op = &g->ops[i];
+
+			mhs__store__v1__append_result__init(&res[i]);
+			res[i].code = op->code;
+			res[i].message = op->message;
+			if (op->code == 0)
+				res[i].response =
+				    (Mhs__V1__SubmitResponse *) op->out;
+			ptrs[i] = &res[i];
+		}
+		resp.n_results = g->n;
+		resp.results = ptrs;
+		msg = st_reply(0, NULL, &resp.base);
+	}
+	for (size_t i = 0; i < g->n; i++)
+		if (g->ops[i].out != NULL && g->ops[i].out_free != NULL)
+			g->ops[i].out_free(g->ops[i].out);
+	free(res);
+	free(ptrs);
+	protobuf_c_message_free_unpacked(&g->req->base, NULL);
+	free(g);
+	st_send_msg(c, msg); /* the last touch: see st_op_finish */
+}
+
 void
 st_op_finish(struct st_op *op)
 {
 	struct st_ctx *c = op->ctx;
+
+	if (op->group != NULL) {
+		if (--op->group->pending == 0)
+			group_finish(op->group);
+		return;
+	}
 	nng_msg *msg =
 	    st_reply(op->code, op->message, op->code == 0 ? op->out : NULL);
 
@@ -119,6 +182,49 @@ st_answer_ready(struct st_ctx *c)
 	st_send(c, 0, NULL, &r.base);
 }
 
+/* st_received_many queues an AppendMany as a group (consumes req). */
+static void
+st_received_many(struct st_ctx *c, mhs_rpc_request *req)
+{
+	Mhs__Store__V1__AppendManyRequest *in =
+	    mhs__store__v1__append_many_request__unpack(
+	        NULL, req->payload.len, req->payload.data);
+	struct st_group *g;
+
+	mhs_rpc_request_free(req);
+	if (in == NULL || in->n_appends == 0 || in->n_appends > ST_GROUP_MAX) {
+		mhs__store__v1__append_many_request__free_unpacked(in, NULL);
+		st_send(c, MHS_CODE_INVALID_ARGUMENT,
+		    "undecodable payload, or not 1 to 1024 appends", NULL);
+		return;
+	}
+	for (size_t i = 0; i < in->n_appends; i++)
+		if (in->appends[i]->submit == NULL) {
+			mhs__store__v1__append_many_request__free_unpacked(
+			    in, NULL);
+			st_send(c, MHS_CODE_INVALID_ARGUMENT,
+			    "undecodable payload: an append without a submit",
+			    NULL);
+			return;
+		}
+	g = calloc(1, sizeof(*g) + in->n_appends * sizeof(g->ops[0]));
+	if (g == NULL) {
+		mhs__store__v1__append_many_request__free_unpacked(in, NULL);
+		st_send(c, MHS_CODE_RESOURCE_EXHAUSTED, "out of memory", NULL);
+		return;
+	}
+	g->ctx = c;
+	g->req = in;
+	g->n = g->pending = in->n_appends;
+	for (size_t i = 0; i < g->n; i++) {
+		g->ops[i].kind = ST_APPEND;
+		g->ops[i].group = g;
+		g->ops[i].in = &in->appends[i]->base;
+	}
+	c->state = ST_CTX_WAIT;
+	st_enqueue_many(c->st, g->ops, g->n);
+}
+
 static void
 st_received(struct st_ctx *c, nng_msg *msg)
 {
@@ -144,6 +250,10 @@ st_received(struct st_ctx *c, nng_msg *msg)
 	if (b->ready) {
 		mhs_rpc_request_free(req);
 		st_answer_ready(c);
+		return;
+	}
+	if (b == &bind_append_many) {
+		st_received_many(c, req);
 		return;
 	}
 	memset(op, 0, sizeof(*op));
@@ -209,6 +319,7 @@ st_table_build(struct store *st)
 	    {"Redeliver", &bind_redeliver},
 	    {"Unsolicited", &bind_unsolicited},
 	    {"ReportMany", &bind_report_many},
+	    {"AppendMany", &bind_append_many},
 	    {"Ready", &bind_ready},
 	};
 	int rv;

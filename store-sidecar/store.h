@@ -70,10 +70,13 @@ enum st_kind {
 	ST_REPORT_MANY,
 };
 
+struct st_group;
+
 /* One request waiting for the worker. */
 struct st_op {
 	struct st_op *next;
-	struct st_ctx *ctx;
+	struct st_ctx *ctx;     /* NULL for one Append of an AppendMany */
+	struct st_group *group; /* that AppendMany, which owns in */
 	enum st_kind kind;
 	ProtobufCMessage *in; /* decoded request; freed after the reply */
 	/* Filled by the worker: */
@@ -173,6 +176,8 @@ void st_op_finish(struct st_op *op);
 int st_worker_start(struct store *st);
 void st_worker_stop(struct store *st);
 void st_enqueue(struct store *st, struct st_op *op);
+/* Queues ops[0..n-1] at once (one wake-up of the worker). */
+void st_enqueue_many(struct store *st, struct st_op *ops, size_t n);
 
 /* redis.c: connection, the apply script, replay. */
 int st_redis_ensure(struct store *st);

@@ -73,6 +73,19 @@ st_enqueue(struct store *st, struct st_op *op)
 	pthread_mutex_unlock(&st->lock);
 }
 
+void
+st_enqueue_many(struct store *st, struct st_op *ops, size_t n)
+{
+	pthread_mutex_lock(&st->lock);
+	for (size_t i = 0; i < n; i++) {
+		ops[i].next = NULL;
+		*st->tail = &ops[i];
+		st->tail = &ops[i].next;
+	}
+	pthread_cond_signal(&st->cv);
+	pthread_mutex_unlock(&st->lock);
+}
+
 static struct st_rec *
 batch_rec(
     struct st_batch *b, struct st_op *op, const char *message_id, int kind)

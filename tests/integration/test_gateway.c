@@ -33,6 +33,7 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "mhs/v1/admin.pb-c.h"
+#include "mhs/store/v1/store.pb-c.h"
 #include "mhs/v1/prescriptions.pb-c.h"
 #include "rpc.h"
 #include "stack.h"
@@ -401,8 +402,9 @@ pending_start(struct pending *p, nng_socket s, nng_msg *msg)
 	nng_ctx_recv(p->ctx, p->aio);
 }
 
-static int
-pending_code(struct pending *p)
+/* pending_reply waits for p's reply (NULL if none came) and frees p. */
+static response *
+pending_reply(struct pending *p)
 {
 	response *r = NULL;
 	nng_msg *msg;
@@ -416,7 +418,13 @@ pending_code(struct pending *p)
 	}
 	nng_ctx_close(p->ctx);
 	nng_aio_free(p->aio);
-	return code_of(r);
+	return r;
+}
+
+static int
+pending_code(struct pending *p)
+{
+	return code_of(pending_reply(p));
 }
 
 static pid_t
@@ -771,6 +779,147 @@ Test(gateway, in_flight_cap, .init = setup, .fini = teardown, .timeout = 300)
 		cr_assert_eq(pending_code(&p[i]), 0);
 	expect_code(call(SUBMIT, &submit_init(&s, 22, "FA565")->base, admin),
 	    0, NULL, "after the cap cleared");
+}
+
+/* ---- batching Submits into AppendMany ---- */
+
+/* submit_id decodes r (code 0) into its message id and duplicate flag. */
+static void
+submit_id(response *r, char id[37], bool *duplicate, const char *row)
+{
+	Mhs__V1__SubmitResponse *sr;
+
+	cr_assert_not_null(r, "%s: no reply", row);
+	cr_assert_eq(r->code, 0, "%s: code %d (%s)", row, r->code, r->message);
+	sr = mhs__v1__submit_response__unpack(
+	    NULL, r->payload.len, r->payload.data);
+	cr_assert_not_null(sr, "%s: no SubmitResponse", row);
+	snprintf(id, 37, "%s", sr->message_id);
+	*duplicate = sr->duplicate;
+	mhs__v1__submit_response__free_unpacked(sr, NULL);
+	mhs__rpc__v1__response__free_unpacked(r, NULL);
+}
+
+/*
+ * Submits that arrive while the store call is busy wait and go together
+ * in one AppendMany; each gets what Append would have answered it: a new
+ * message, the original id for a repeat in the same batch, 6 for a key
+ * reused with other content.
+ */
+Test(gateway, submits_queued_behind_a_busy_call_go_as_one_batch, .init = setup,
+    .fini = teardown, .timeout = 300)
+{
+	enum { N = 20 };
+	static struct pending p[N + 2];
+	struct submit s, other;
+	char ids[N][37], first[37], again[37];
+	bool dup;
+	pid_t store;
+	response *r;
+
+	gw_start("--store-batch-calls", "1", "--store-check-timeout-ms",
+	    "600000", NULL);
+	store = store_stop();
+	/* The first Submit takes the one call; the store is stopped. */
+	pending_start(&p[0], sock,
+	    request_msg(
+	        SUBMIT, &submit_init(&s, 60, "FA565")->base, admin, 120000));
+	cr_assert(wait_metric(gw_http, "mhs_gateway_store_batches_total", 1),
+	    "the first Submit did not go to the store");
+	/* These queue behind it: N new ones, a repeat of #61, and #61's key
+	 * with other content. */
+	for (unsigned i = 1; i < N; i++)
+		pending_start(&p[i], sock,
+		    request_msg(SUBMIT,
+		        &submit_init(&s, 60 + i, "FA565")->base, admin,
+		        120000));
+	pending_start(&p[N], sock,
+	    request_msg(
+	        SUBMIT, &submit_init(&s, 61, "FA565")->base, admin, 120000));
+	submit_init(&other, 61, "FA565");
+	other.rq.payload.data = (uint8_t *) "<PORX_IN020101SM31 "
+	                                    "xmlns=\"urn:hl7-org:v3\"/>";
+	other.rq.payload.len = strlen((const char *) other.rq.payload.data);
+	pending_start(&p[N + 1], sock,
+	    request_msg(SUBMIT, &other.rq.base, admin, 120000));
+	cr_assert(wait_metric(gw_http, "mhs_gateway_store_in_flight", N + 2),
+	    "the Submits did not all wait on the store");
+	kill(store, SIGCONT);
+
+	for (unsigned i = 0; i < N; i++) {
+		char row[32];
+		snprintf(row, sizeof(row), "Submit %u", i);
+		submit_id(pending_reply(&p[i]), ids[i], &dup, row);
+		cr_assert(
+		    !dup, "%s: a new message answered as a duplicate", row);
+		for (unsigned j = 0; j < i; j++)
+			cr_assert_str_neq(
+			    ids[i], ids[j], "%s: a repeated id", row);
+	}
+	submit_id(pending_reply(&p[N]), again, &dup, "repeat in the batch");
+	cr_assert(dup, "the repeat was not answered as a duplicate");
+	cr_assert_str_eq(again, ids[1], "the repeat got another id");
+	r = pending_reply(&p[N + 1]);
+	cr_assert_not_null(r);
+	cr_assert_eq(r->code, 6, "key reused with other content: code %d (%s)",
+	    r->code, r->message);
+	mhs__rpc__v1__response__free_unpacked(r, NULL);
+	/* Two calls carried all N + 2: the rest went as one batch. */
+	cr_assert_eq(metric(gw_http, "mhs_gateway_store_batches_total"), 2);
+	cr_assert_eq(
+	    metric(gw_http, "mhs_gateway_store_batched_total"), N + 2);
+	/* Repeated later on its own, #60 is still the same message. */
+	submit_id(call(SUBMIT, &submit_init(&s, 60, "FA565")->base, admin),
+	    first, &dup, "repeat of #60");
+	cr_assert(dup);
+	cr_assert_str_eq(first, ids[0]);
+}
+
+/* The store checks an AppendMany as a whole before it queues any of it. */
+Test(gateway, store_refuses_an_empty_or_oversize_append_many, .init = setup,
+    .fini = teardown, .timeout = 300)
+{
+	static Mhs__Store__V1__AppendRequest ar[1025];
+	static Mhs__Store__V1__AppendRequest *arp[1025];
+	Mhs__Store__V1__AppendManyRequest rq =
+	    MHS__STORE__V1__APPEND_MANY_REQUEST__INIT;
+	Mhs__Store__V1__AppendManyResponse *resp = NULL;
+	struct mhs_client *st;
+	struct submit s;
+	char url[400], *why = NULL;
+
+	snprintf(url, sizeof(url), "ipc://%s/store.ipc", stk.dir);
+	cr_assert_eq(mhs_client_open(&st, url), 0);
+	cr_assert_eq(mhs_client_call(st, "/mhs.store.v1.Store/AppendMany",
+	                 &rq.base, NULL, NULL, NULL, 0, WAIT_MS, &why),
+	    3, "empty AppendMany");
+	free(why);
+	submit_init(&s, 70, "FA565");
+	for (size_t i = 0; i < 1025; i++) {
+		mhs__store__v1__append_request__init(&ar[i]);
+		ar[i].submit = &s.rq;
+		ar[i].client_id = "test";
+		arp[i] = &ar[i];
+	}
+	rq.appends = arp;
+	rq.n_appends = 1025;
+	cr_assert_eq(mhs_client_call(st, "/mhs.store.v1.Store/AppendMany",
+	                 &rq.base, NULL, NULL, NULL, 0, WAIT_MS, NULL),
+	    3, "1025 appends");
+	/* Nothing of it was journaled: one Append is a new message. */
+	rq.n_appends = 1;
+	cr_assert_eq(
+	    mhs_client_call(st, "/mhs.store.v1.Store/AppendMany", &rq.base,
+	        &mhs__store__v1__append_many_response__descriptor,
+	        (ProtobufCMessage **) &resp, NULL, 0, WAIT_MS, NULL),
+	    0, "one append");
+	cr_assert_eq(resp->n_results, 1);
+	cr_assert_eq(resp->results[0]->code, 0);
+	cr_assert_not_null(resp->results[0]->response);
+	cr_assert(!resp->results[0]->response->duplicate,
+	    "a refused AppendMany left something behind");
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	mhs_client_close(st);
 }
 
 /* ---- deadlines ---- */
