@@ -345,6 +345,8 @@ gw_batch_start(struct gw *gw)
 	pthread_mutex_init(&b->lock, NULL);
 	b->tail = &b->head;
 	b->n_calls = (size_t) gw->cfg.store_batch_calls;
+	if (b->n_calls == 0)
+		return 0; /* methods.c sends each Submit on its own */
 	if ((b->calls = calloc(b->n_calls, sizeof(*b->calls))) == NULL)
 		return MHS_ENOMEM;
 	for (size_t i = 0; i < b->n_calls; i++) {
