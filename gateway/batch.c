@@ -18,9 +18,20 @@
  * not answered by the earliest one. The store answers each Submit exactly
  * as Append would; the gateway relays each result to its own caller.
  *
+ * A Submit still queued at its deadline is answered 4 by the batcher's
+ * timer (an aio used for nothing but sleeping), armed for the earliest
+ * deadline in the queue while anything is queued, so a stalled store
+ * cannot hold a queued Submit past its deadline (the calls' own timeouts
+ * cover the Submits they carry). Deadlines mostly come in increasing
+ * order, so under load it is armed once per several seconds, not per
+ * Submit; an earlier one cancels it, and it is armed again. A call also
+ * carries at most GW_BATCH_BYTES of Submits, well under the store's receive
+ * limit.
+ *
  * A store that does not know AppendMany (answers 12: an older store during
- * a rolling restart) turns batching off: that call's Submits, and all
- * later ones, go one Append each on their own contexts.
+ * a rolling restart) turns batching off until the gateway restarts: that
+ * call's Submits, and all later ones, go one Append each on their own
+ * contexts.
  *
  * Locking: gw->batch.lock guards the queue and which calls are busy. A
  * queued or batched request context is touched only by the call that
@@ -37,7 +48,8 @@
 #include "status.h"
 
 #define GW_BATCH_MAX       256
-#define GW_BATCH_SPREAD_US 20000
+#define GW_BATCH_SPREAD_US 20000       /* deadlines in one call, at most */
+#define GW_BATCH_BYTES     (16u << 20) /* encoded Submits in one call */
 
 static const char GW_APPEND[] = "/mhs.store.v1.Store/Append";
 static const char GW_APPEND_MANY[] = "/mhs.store.v1.Store/AppendMany";
@@ -52,32 +64,49 @@ struct gw_call {
 	struct gw_ctx *members[GW_BATCH_MAX];
 };
 
-/* call_take moves queued requests into call (lock held); false when
- * nothing is queued. */
+/* queue_relink recomputes the queue's tail (lock held). */
+static void
+queue_relink(struct gw_batcher *b)
+{
+	b->tail = &b->head;
+	while (*b->tail != NULL)
+		b->tail = &(*b->tail)->bnext;
+}
+
+/*
+ * call_take moves queued requests into call (lock held), oldest first:
+ * up to GW_BATCH_MAX of them and GW_BATCH_BYTES (but always the first),
+ * whose deadlines all lie within GW_BATCH_SPREAD_US; the others stay
+ * queued in order. False when nothing is queued.
+ */
 static bool
 call_take(struct gw_batcher *b, struct gw_call *call)
 {
-	struct gw_ctx **pp = &b->head, *first = b->head;
+	struct gw_ctx **pp = &b->head;
+	int64_t lo = INT64_MAX, hi = INT64_MIN;
+	size_t bytes = 0;
 
 	call->n = 0;
-	if (first == NULL)
-		return false;
 	while (*pp != NULL && call->n < GW_BATCH_MAX) {
 		struct gw_ctx *c = *pp;
-		int64_t d = c->deadline_us - first->deadline_us;
+		int64_t nlo = c->deadline_us < lo ? c->deadline_us : lo;
+		int64_t nhi = c->deadline_us > hi ? c->deadline_us : hi;
 
-		if (d > GW_BATCH_SPREAD_US || d < -GW_BATCH_SPREAD_US) {
+		if (call->n > 0 &&
+		    (nhi - nlo > GW_BATCH_SPREAD_US ||
+		        bytes + c->bitem.len > GW_BATCH_BYTES)) {
 			pp = &c->bnext;
 			continue;
 		}
+		lo = nlo;
+		hi = nhi;
+		bytes += c->bitem.len;
 		*pp = c->bnext;
 		c->bnext = NULL;
 		call->members[call->n++] = c;
 	}
-	b->tail = &b->head;
-	while (*b->tail != NULL)
-		b->tail = &(*b->tail)->bnext;
-	return true;
+	queue_relink(b);
+	return call->n > 0;
 }
 
 /* member_free_item drops a member's encoded AppendRequest. */
@@ -144,9 +173,13 @@ call_singly(struct gw_call *call)
 {
 	for (size_t i = 0; i < call->n; i++) {
 		struct gw_ctx *c = call->members[i];
+		ProtobufCBinaryData item = c->bitem;
 
-		gw_forward_send(c, GW_APPEND, &c->bitem);
-		member_free_item(c);
+		/* c is let go when its send starts: nothing of it after. */
+		c->bitem.data = NULL;
+		c->bitem.len = 0;
+		gw_forward_send(c, GW_APPEND, &item);
+		free(item.data);
 	}
 	call->n = 0;
 }
@@ -311,17 +344,68 @@ call_cb(void *arg)
 	call_next(call);
 }
 
+/* timer_arm sleeps until at_us (at least a millisecond from now). */
+static void
+timer_arm(struct gw_batcher *b, int64_t at_us)
+{
+	int64_t ms = (at_us - gw_now_us() + 999) / 1000;
+
+	nng_sleep_aio((nng_duration) (ms > 0 ? ms : 1), b->timer);
+}
+
+/* timer_cb answers queued Submits whose deadline has passed, and sleeps
+ * again until the earliest deadline left, if any. */
+static void
+timer_cb(void *arg)
+{
+	struct gw *gw = arg;
+	struct gw_batcher *b = &gw->batch;
+	struct gw_ctx *expired = NULL, **pp, *c;
+	int64_t now = gw_now_us(), next = INT64_MAX;
+	bool again;
+
+	pthread_mutex_lock(&b->lock);
+	for (pp = &b->head; (c = *pp) != NULL;) {
+		if (c->deadline_us > now) {
+			if (c->deadline_us < next)
+				next = c->deadline_us;
+			pp = &c->bnext;
+			continue;
+		}
+		*pp = c->bnext;
+		c->bnext = expired;
+		expired = c;
+	}
+	queue_relink(b);
+	again = b->ticking = b->head != NULL && !b->stopping;
+	b->tick_at_us = next;
+	pthread_mutex_unlock(&b->lock);
+	while ((c = expired) != NULL) {
+		expired = c->bnext;
+		c->bnext = NULL;
+		member_free_item(c);
+		gw_store_failed(c, NNG_ETIMEDOUT);
+	}
+	if (again)
+		timer_arm(b, next);
+}
+
 void
 gw_batch_forward(struct gw_ctx *c, ProtobufCBinaryData *item)
 {
 	struct gw_batcher *b = &c->gw->batch;
 	struct gw_call *call = NULL;
-	bool took = false;
+	bool took = false, arm = false, rearm = false;
 
 	c->bitem = *item; /* ours now */
 	item->data = NULL;
 	c->state = GW_STORE_BATCH;
 	pthread_mutex_lock(&b->lock);
+	if (b->stopping) { /* closing: nothing is answered any more */
+		pthread_mutex_unlock(&b->lock);
+		member_free_item(c);
+		return;
+	}
 	c->bnext = NULL;
 	*b->tail = c;
 	b->tail = &c->bnext;
@@ -331,7 +415,22 @@ gw_batch_forward(struct gw_ctx *c, ProtobufCBinaryData *item)
 			took = call->busy = call_take(b, call);
 			break;
 		}
+	if (b->head != NULL) {
+		/* Something stays queued (c, or others already covered):
+		 * while the queue is not empty the timer is armed. */
+		if (!b->ticking) {
+			arm = b->ticking = true;
+			b->tick_at_us = c->deadline_us;
+		} else if (c->deadline_us < b->tick_at_us) {
+			rearm = true; /* the timer's callback arms it again */
+			b->tick_at_us = c->deadline_us;
+		}
+	}
 	pthread_mutex_unlock(&b->lock);
+	if (arm)
+		timer_arm(b, c->deadline_us);
+	else if (rearm)
+		nng_aio_cancel(b->timer);
 	if (took) /* the call is ours until it is free again */
 		call_run(call);
 }
@@ -347,6 +446,8 @@ gw_batch_start(struct gw *gw)
 	b->n_calls = (size_t) gw->cfg.store_batch_calls;
 	if (b->n_calls == 0)
 		return 0; /* methods.c sends each Submit on its own */
+	if ((rv = nng_aio_alloc(&b->timer, timer_cb, gw)) != 0)
+		return mhs_err_nng(rv);
 	if ((b->calls = calloc(b->n_calls, sizeof(*b->calls))) == NULL)
 		return MHS_ENOMEM;
 	for (size_t i = 0; i < b->n_calls; i++) {
@@ -362,21 +463,39 @@ gw_batch_start(struct gw *gw)
 	return 0;
 }
 
-/* After closing is set and the store socket closed: stop every call. */
+/* After closing is set and the store socket closed: no call or tick runs
+ * once this returns, and no Submit is queued any more. */
 void
-gw_batch_stop(struct gw *gw)
+gw_batch_halt(struct gw *gw)
+{
+	struct gw_batcher *b = &gw->batch;
+
+	pthread_mutex_lock(&b->lock);
+	b->stopping = true;
+	pthread_mutex_unlock(&b->lock);
+	if (b->timer != NULL)
+		nng_aio_stop(b->timer);
+	for (size_t i = 0; b->calls != NULL && i < b->n_calls; i++)
+		if (b->calls[i] != NULL)
+			nng_aio_stop(b->calls[i]->aio);
+}
+
+/* After the request contexts' aios are stopped too: frees it all. */
+void
+gw_batch_free(struct gw *gw)
 {
 	struct gw_batcher *b = &gw->batch;
 
 	for (size_t i = 0; b->calls != NULL && i < b->n_calls; i++) {
 		if (b->calls[i] == NULL)
 			continue;
-		nng_aio_stop(b->calls[i]->aio);
 		nng_aio_free(b->calls[i]->aio);
 		free(b->calls[i]);
 	}
 	free(b->calls);
 	b->calls = NULL;
+	nng_aio_free(b->timer);
+	b->timer = NULL;
 	/* Whatever was still queued is never answered (we are closing). */
 	for (struct gw_ctx *c = b->head; c != NULL; c = c->bnext)
 		member_free_item(c);

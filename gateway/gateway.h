@@ -129,7 +129,11 @@ struct gw_batcher {
 	struct gw_ctx *head, **tail; /* waiting for a call */
 	struct gw_call **calls;
 	size_t n_calls;
-	atomic_bool off; /* the store does not know AppendMany */
+	nng_aio *timer;     /* expires queued Submits */
+	bool ticking;       /* the timer is armed (lock held) */
+	int64_t tick_at_us; /* for this deadline, or earlier (lock held) */
+	bool stopping;      /* closing: nothing more is queued (lock held) */
+	atomic_bool off;    /* the store does not know AppendMany */
 };
 
 struct gw {
@@ -233,7 +237,11 @@ void gw_store_result(struct gw_ctx *c, int code, const char *message,
 
 /* batch.c */
 int gw_batch_start(struct gw *gw);
-void gw_batch_stop(struct gw *gw);
+/* Stopping is two steps: halt (after the sockets close: no call or tick
+ * runs any more), then, once the request contexts' aios are stopped,
+ * free. */
+void gw_batch_halt(struct gw *gw);
+void gw_batch_free(struct gw *gw);
 /* Queues an admitted Submit (its AppendRequest, taken) for AppendMany. */
 void gw_batch_forward(struct gw_ctx *c, ProtobufCBinaryData *item);
 void gw_store_sent(struct gw_ctx *c);

@@ -449,7 +449,7 @@ gw_server_stop(struct gw *gw)
 	gw_ready_stop(gw);
 	nng_close(gw->rep);
 	nng_close(gw->store);
-	gw_batch_stop(gw); /* its calls touch request contexts */
+	gw_batch_halt(gw); /* its calls touch request contexts */
 	for (size_t i = 0; gw->ctxs != NULL && i < gw->n_ctxs; i++) {
 		if (gw->ctxs[i] == NULL)
 			continue;
@@ -457,6 +457,7 @@ gw_server_stop(struct gw *gw)
 		nng_aio_stop(gw->ctxs[i]->saio);
 		nng_aio_stop(gw->ctxs[i]->aio);
 	}
+	gw_batch_free(gw);
 	for (size_t i = 0; gw->ctxs != NULL && i < gw->n_ctxs; i++)
 		gw_ctx_free(gw->ctxs[i]);
 	free(gw->ctxs);
