@@ -12,10 +12,10 @@
  *
  * Each Submit keeps its own deadline, and nothing may wait past it: a
  * call's timeout is the earliest deadline among its Submits, and a call
- * takes only Submits whose deadlines lie within GW_BATCH_SPREAD_US of the
- * first one's (the others wait for the next call), so a Submit is told 4
- * at most that much before its own deadline, and only if the store has
- * not answered by the earliest one. The store answers each Submit exactly
+ * takes only Submits whose deadlines span at most GW_BATCH_SPREAD_US (the
+ * others wait for the next call), so a Submit is told 4 at most that much
+ * before its own deadline, and only if the store has not answered by the
+ * earliest one. The store answers each Submit exactly
  * as Append would; the gateway relays each result to its own caller.
  *
  * A Submit still queued at its deadline is answered 4 by the batcher's
