@@ -103,6 +103,17 @@ st_send(struct st_ctx *c, int code, const char *message,
  * must not be touched after (a free of op->in after the send freed the
  * next request under load: the store crashed on a NULL request).
  */
+/* group_free frees a group, its ops' replies and the request. */
+static void
+group_free(struct st_group *g)
+{
+	for (size_t i = 0; i < g->n; i++)
+		if (g->ops[i].out != NULL && g->ops[i].out_free != NULL)
+			g->ops[i].out_free(g->ops[i].out);
+	protobuf_c_message_free_unpacked(&g->req->base, NULL);
+	free(g);
+}
+
 /* group_finish sends an AppendMany's reply once its last op is settled
  * (worker thread), then frees the group. */
 static void
@@ -133,13 +144,9 @@ group_finish(struct st_group *g)
 		resp.results = ptrs;
 		msg = st_reply(0, NULL, &resp.base);
 	}
-	for (size_t i = 0; i < g->n; i++)
-		if (g->ops[i].out != NULL && g->ops[i].out_free != NULL)
-			g->ops[i].out_free(g->ops[i].out);
 	free(res);
 	free(ptrs);
-	protobuf_c_message_free_unpacked(&g->req->base, NULL);
-	free(g);
+	group_free(g);
 	st_send_msg(c, msg); /* the last touch: see st_op_finish */
 }
 
@@ -372,6 +379,27 @@ st_server_start(struct store *st)
 	return 0;
 }
 
+/* st_queue_release frees what is still queued once the worker has
+ * stopped (nothing answers it any more). A group is freed with its last
+ * queued op: its settled ops are no longer in the queue. */
+static void
+st_queue_release(struct store *st)
+{
+	struct st_op *op, *next;
+
+	for (op = st->head; op != NULL; op = next) {
+		next = op->next;
+		if (op->group == NULL) {
+			protobuf_c_message_free_unpacked(op->in, NULL);
+			op->in = NULL;
+		} else if (--op->group->pending == 0) {
+			group_free(op->group);
+		}
+	}
+	st->head = NULL;
+	st->tail = &st->head;
+}
+
 void
 st_server_stop(struct store *st)
 {
@@ -380,6 +408,7 @@ st_server_stop(struct store *st)
 	 * 3. Only then are the contexts stopped and freed. */
 	nng_close(st->rep);
 	st_worker_stop(st);
+	st_queue_release(st);
 	for (size_t i = 0; i < st->n_ctxs; i++)
 		if (st->ctxs[i] != NULL)
 			nng_aio_stop(st->ctxs[i]->aio);
