@@ -96,13 +96,6 @@ st_send(struct st_ctx *c, int code, const char *message,
 	st_send_msg(c, st_reply(code, message, payload));
 }
 
-/*
- * st_op_finish answers op from the worker thread. The send is the last
- * thing it does: once started, the context may complete it, receive its
- * next request and refill op (its own) on an nng thread at once, so op
- * must not be touched after (a free of op->in after the send freed the
- * next request under load: the store crashed on a NULL request).
- */
 /* group_free frees a group, its ops' replies and the request. */
 static void
 group_free(struct st_group *g)
@@ -150,18 +143,25 @@ group_finish(struct st_group *g)
 	st_send_msg(c, msg); /* the last touch: see st_op_finish */
 }
 
+/*
+ * st_op_finish answers op from the worker thread. The send is the last
+ * thing it does: once started, the context may complete it, receive its
+ * next request and refill op (its own) on an nng thread at once, so op
+ * must not be touched after (a free of op->in after the send freed the
+ * next request under load: the store crashed on a NULL request).
+ */
 void
 st_op_finish(struct st_op *op)
 {
 	struct st_ctx *c = op->ctx;
+	nng_msg *msg;
 
-	if (op->group != NULL) {
+	if (op->group != NULL) { /* one Submit of an AppendMany */
 		if (--op->group->pending == 0)
 			group_finish(op->group);
 		return;
 	}
-	nng_msg *msg =
-	    st_reply(op->code, op->message, op->code == 0 ? op->out : NULL);
+	msg = st_reply(op->code, op->message, op->code == 0 ? op->out : NULL);
 
 	if (op->out != NULL && op->out_free != NULL)
 		op->out_free(op->out);
