@@ -156,13 +156,20 @@ call_encode(struct gw_call *call, int64_t left_ms, nng_msg **mp)
 	return rv;
 }
 
+/* member_fail answers a member that will not reach the store. */
+static void
+member_fail(struct gw_ctx *c, int rv)
+{
+	member_free_item(c);
+	gw_store_failed(c, rv);
+}
+
 /* call_fail answers every member of call with the failure rv. */
 static void
 call_fail(struct gw_call *call, int rv)
 {
 	for (size_t i = 0; i < call->n; i++) {
-		member_free_item(call->members[i]);
-		gw_store_failed(call->members[i], rv);
+		member_fail(call->members[i], rv);
 	}
 	call->n = 0;
 }
@@ -203,8 +210,7 @@ call_send(struct gw_call *call)
 		struct gw_ctx *c = call->members[i];
 
 		if (c->deadline_us <= now) {
-			member_free_item(c);
-			gw_store_failed(c, NNG_ETIMEDOUT);
+			member_fail(c, NNG_ETIMEDOUT);
 			continue;
 		}
 		if (c->deadline_us < first)
@@ -383,8 +389,7 @@ timer_cb(void *arg)
 	while ((c = expired) != NULL) {
 		expired = c->bnext;
 		c->bnext = NULL;
-		member_free_item(c);
-		gw_store_failed(c, NNG_ETIMEDOUT);
+		member_fail(c, NNG_ETIMEDOUT);
 	}
 	if (again)
 		timer_arm(b, next);

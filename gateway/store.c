@@ -243,17 +243,26 @@ gw_scope_reply(struct gw_ctx *c, Mhs__Rpc__V1__Response *sr)
 	return true;
 }
 
+/* gw_store_back settles a store call that was answered; false (and the
+ * request answered 4) when the answer came after the deadline. */
+static bool
+gw_store_back(struct gw_ctx *c)
+{
+	gw_hist_observe(&c->gw->m.store_rtt, (uint64_t) gw_store_done(c));
+	if (gw_now_us() <= c->deadline_us)
+		return true;
+	gw_refuse(c, MHS_CODE_DEADLINE_EXCEEDED, GW_R_DEADLINE, 0,
+	    "the store answered after the deadline; retry with the same "
+	    "idempotency key");
+	return false;
+}
+
 void
 gw_store_result(struct gw_ctx *c, int code, const char *message,
     const ProtobufCMessage *payload)
 {
-	gw_hist_observe(&c->gw->m.store_rtt, (uint64_t) gw_store_done(c));
-	if (gw_now_us() > c->deadline_us) {
-		gw_refuse(c, MHS_CODE_DEADLINE_EXCEEDED, GW_R_DEADLINE, 0,
-		    "the store answered after the deadline; retry with the "
-		    "same idempotency key");
+	if (!gw_store_back(c))
 		return;
-	}
 	gw_reply(c, code,
 	    message != NULL && message[0] != '\0' ? message : NULL, payload);
 }
@@ -265,12 +274,8 @@ gw_store_answered(struct gw_ctx *c, nng_msg *smsg)
 	nng_msg *msg;
 	int rv;
 
-	gw_hist_observe(&c->gw->m.store_rtt, (uint64_t) gw_store_done(c));
-	if (gw_now_us() > c->deadline_us) {
+	if (!gw_store_back(c)) {
 		nng_msg_free(smsg);
-		gw_refuse(c, MHS_CODE_DEADLINE_EXCEEDED, GW_R_DEADLINE, 0,
-		    "the store answered after the deadline; retry with the "
-		    "same idempotency key");
 		return;
 	}
 	sr = mhs__rpc__v1__response__unpack(

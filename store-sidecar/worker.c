@@ -65,12 +65,7 @@ st_idem_key(const char *client, const char *key, char *out, size_t outlen)
 void
 st_enqueue(struct store *st, struct st_op *op)
 {
-	pthread_mutex_lock(&st->lock);
-	op->next = NULL;
-	*st->tail = op;
-	st->tail = &op->next;
-	pthread_cond_signal(&st->cv);
-	pthread_mutex_unlock(&st->lock);
+	st_enqueue_many(st, op, 1);
 }
 
 void
