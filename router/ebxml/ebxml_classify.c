@@ -18,8 +18,11 @@
 #include "ebxml_impl.h"
 #include "error.h"
 
+/* XPath for the rare replies (errors, faults); child paths for the rest. */
 #define HDR   "/soap:Envelope/soap:Header/"
 #define FAULT "/soap:Envelope/soap:Body/soap:Fault"
+#define ENV   "soap:Envelope"
+#define PHDR  ENV "/soap:Header/"
 
 struct why {
 	char *text; /* may be NULL */
@@ -141,8 +144,8 @@ acknowledgment(
 {
 	char ref[128];
 
-	ebxml_doc_text(d, NULL, HDR "eb:Acknowledgment/eb:RefToMessageId", ref,
-	    sizeof(ref));
+	ebxml_doc_find_text(d, NULL, PHDR "eb:Acknowledgment/eb:RefToMessageId",
+	    ref, sizeof(ref));
 	if (status != 202) {
 		why_add(w, "HTTP %d with an eb:Acknowledgment", status);
 		return MHS_EBXML_UNEXPECTED;
@@ -158,18 +161,24 @@ acknowledgment(
 	return MHS_EBXML_UNEXPECTED;
 }
 
+static bool
+has(struct ebxml_doc *d, const char *path)
+{
+	return ebxml_doc_find(d, NULL, path, NULL, NULL) != NULL;
+}
+
 static enum mhs_ebxml_verdict
 doc_classify(struct ebxml_doc *d, int status, const char *message_id,
     bool expect_ack, struct why *w)
 {
-	if (!ebxml_doc_has(d, NULL, "/soap:Envelope"))
+	if (!has(d, ENV))
 		return by_status(
 		    status, expect_ack, "without a SOAP envelope", w);
-	if (ebxml_doc_has(d, NULL, HDR "eb:ErrorList"))
+	if (has(d, PHDR "eb:ErrorList"))
 		return error_list(d, status, w);
-	if (ebxml_doc_has(d, NULL, FAULT))
+	if (has(d, ENV "/soap:Body/soap:Fault"))
 		return soap_fault(d, w);
-	if (ebxml_doc_has(d, NULL, HDR "eb:Acknowledgment"))
+	if (has(d, PHDR "eb:Acknowledgment"))
 		return acknowledgment(d, status, message_id, w);
 	return by_status(
 	    status, expect_ack, "without an eb:Acknowledgment", w);

@@ -93,6 +93,27 @@ bool ebxml_doc_has(struct ebxml_doc *d, xmlNodePtr at, const char *expr);
 int ebxml_doc_text(struct ebxml_doc *d, xmlNodePtr at, const char *expr,
     char *out, size_t cap);
 
+/*
+ * Child paths without XPath, for the per-message queries: path is
+ * "prefix:local/prefix:local/..." (the prefixes XPath queries use), each
+ * step an element child of the one before, starting from the children of
+ * at (NULL: the document, so the first step is the root element).
+ * ebxml_doc_find returns the first match in document order for which ok
+ * (NULL: any) holds, exactly what XPath's first node of the same path,
+ * with [ok] as the last step's predicate, would be; NULL when none.
+ */
+typedef bool (*ebxml_node_ok)(xmlNodePtr n, void *arg);
+xmlNodePtr ebxml_doc_find(struct ebxml_doc *d, xmlNodePtr at,
+    const char *path, ebxml_node_ok ok, void *arg);
+
+/* ebxml_doc_text's answers for the node ebxml_doc_find gives. */
+int ebxml_doc_find_text(struct ebxml_doc *d, xmlNodePtr at, const char *path,
+    char *out, size_t cap);
+
+/* n's attribute prefix:name, trimmed, as ebxml_doc_text would copy it. */
+int ebxml_attr_text(xmlNodePtr n, const char *prefix, const char *name,
+    char *out, size_t cap);
+
 /* ---- text ---- */
 
 /* Valid UTF-8 without control characters other than TAB, LF, CR. */

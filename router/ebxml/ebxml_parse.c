@@ -18,7 +18,8 @@
 #include "ebxml_impl.h"
 #include "error.h"
 
-#define MH "/soap:Envelope/soap:Header/eb:MessageHeader/"
+#define HDR "soap:Envelope/soap:Header/"
+#define MH  HDR "eb:MessageHeader/"
 
 static int
 fail(char *reason, size_t cap, int rv, const char *what)
@@ -54,19 +55,26 @@ static const struct field fields[] = {
     FIELD("eb:MessageData/eb:Timestamp", "eb:Timestamp", timestamp),
 };
 
+static bool
+has(struct ebxml_doc *d, const char *path)
+{
+	return ebxml_doc_find(d, NULL, path, NULL, NULL) != NULL;
+}
+
 static int
 envelope_read(struct ebxml_doc *d, struct mhs_ebxml_request *out, char *reason,
     size_t cap)
 {
 	char msg[96];
 
-	if (!ebxml_doc_has(d, NULL, MH "."))
+	if (ebxml_doc_find(d, NULL, HDR "eb:MessageHeader", NULL, NULL) ==
+	    NULL)
 		return fail(reason, cap, MHS_EINVAL,
 		    "no SOAP Envelope/Header/eb:MessageHeader");
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
 		const struct field *f = &fields[i];
 		char *dst = (char *) out + f->off;
-		int rv = ebxml_doc_text(d, NULL, f->expr, dst, f->cap);
+		int rv = ebxml_doc_find_text(d, NULL, f->expr, dst, f->cap);
 
 		if (rv == MHS_ENOMEM)
 			return fail(reason, cap, rv, "out of memory");
@@ -75,12 +83,9 @@ envelope_read(struct ebxml_doc *d, struct mhs_ebxml_request *out, char *reason,
 			return fail(reason, cap, MHS_EINVAL, msg);
 		}
 	}
-	out->duplicate_elimination =
-	    ebxml_doc_has(d, NULL, MH "eb:DuplicateElimination");
-	out->ack_requested = ebxml_doc_has(
-	    d, NULL, "/soap:Envelope/soap:Header/eb:AckRequested");
-	out->sync_reply =
-	    ebxml_doc_has(d, NULL, "/soap:Envelope/soap:Header/eb:SyncReply");
+	out->duplicate_elimination = has(d, MH "eb:DuplicateElimination");
+	out->ack_requested = has(d, HDR "eb:AckRequested");
+	out->sync_reply = has(d, HDR "eb:SyncReply");
 	return 0;
 }
 
@@ -93,20 +98,37 @@ part_by_id(const struct ebxml_part *parts, size_t n, const char *id)
 	return NULL;
 }
 
+struct cid_ref {
+	char href[300];
+	int rv; /* of copying href */
+};
+
+/*
+ * A Reference whose xlink:href, trimmed, starts with "cid:" (a cut copy
+ * still does: c->rv says whether it was cut).
+ */
+static bool
+cid_reference(xmlNodePtr n, void *arg)
+{
+	struct cid_ref *c = arg;
+
+	c->rv = ebxml_attr_text(n, "xlink", "href", c->href, sizeof(c->href));
+	return c->rv != MHS_ENOTFOUND && strncmp(c->href, "cid:", 4) == 0;
+}
+
 /* The Manifest's first cid: reference, or "" when there is none. */
 static void
 manifest_cid(struct ebxml_doc *d, char *out, size_t cap)
 {
-	char href[300];
+	struct cid_ref c;
 
 	out[0] = '\0';
-	if (ebxml_doc_text(d, NULL,
-	        "/soap:Envelope/soap:Body/eb:Manifest/eb:Reference"
-	        "[starts-with(normalize-space(@xlink:href), 'cid:')][1]"
-	        "/@xlink:href",
-	        href, sizeof(href)) != 0)
+	if (ebxml_doc_find(d, NULL,
+	        "soap:Envelope/soap:Body/eb:Manifest/eb:Reference",
+	        cid_reference, &c) == NULL ||
+	    c.rv != 0)
 		return;
-	ebxml_id_strip(href + 4, strlen(href + 4), out, cap);
+	ebxml_id_strip(c.href + 4, strlen(c.href + 4), out, cap);
 }
 
 static int

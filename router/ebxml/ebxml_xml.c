@@ -110,16 +110,19 @@ xml_read(const char *xml, size_t len)
 	return doc;
 }
 
+/* The prefixes every query may use, XPath or path. */
+static const char *const xml_ns[][2] = {{"soap", EBXML_NS_SOAP},
+    {"eb", EBXML_NS_EB}, {"xlink", EBXML_NS_XLINK}, {"hl7", EBXML_NS_HL7},
+    {"nasp", EBXML_NS_NASP}};
+
+#define XML_NS_N (sizeof(xml_ns) / sizeof(xml_ns[0]))
+
 static int
 xml_register(xmlXPathContextPtr xp)
 {
-	static const char *const ns[][2] = {{"soap", EBXML_NS_SOAP},
-	    {"eb", EBXML_NS_EB}, {"xlink", EBXML_NS_XLINK},
-	    {"hl7", EBXML_NS_HL7}, {"nasp", EBXML_NS_NASP}};
-
-	for (size_t i = 0; i < sizeof(ns) / sizeof(ns[0]); i++)
-		if (xmlXPathRegisterNs(xp, (const xmlChar *) ns[i][0],
-		        (const xmlChar *) ns[i][1]) != 0)
+	for (size_t i = 0; i < XML_NS_N; i++)
+		if (xmlXPathRegisterNs(xp, (const xmlChar *) xml_ns[i][0],
+		        (const xmlChar *) xml_ns[i][1]) != 0)
 			return MHS_ENOMEM;
 	return 0;
 }
@@ -270,21 +273,121 @@ text_copy(const char *s, char *out, size_t cap)
 	return 0;
 }
 
+/* Copies the trimmed text content of node n into out. */
+static int
+node_text(xmlNodePtr n, char *out, size_t cap)
+{
+	xmlChar *s = xmlNodeGetContent(n);
+	int rv;
+
+	if (s == NULL)
+		return MHS_ENOMEM;
+	rv = text_copy((const char *) s, out, cap);
+	xmlFree(s);
+	return rv;
+}
+
 int
 ebxml_doc_text(struct ebxml_doc *d, xmlNodePtr at, const char *expr, char *out,
     size_t cap)
 {
 	xmlXPathObjectPtr o = ebxml_doc_nodes(d, at, expr);
-	xmlChar *s;
 	int rv;
 
 	out[0] = '\0';
 	if (o == NULL)
 		return MHS_ENOTFOUND;
-	s = xmlNodeGetContent(o->nodesetval->nodeTab[0]);
+	rv = node_text(o->nodesetval->nodeTab[0], out, cap);
 	xmlXPathFreeObject(o);
-	if (s == NULL)
-		return MHS_ENOMEM;
+	return rv;
+}
+
+/* ---- child paths, without XPath ---- */
+
+/* The namespace URI of a path step's prefix (len bytes); NULL: unknown. */
+static const char *
+step_ns(const char *prefix, size_t len)
+{
+	for (size_t i = 0; i < XML_NS_N; i++)
+		if (strlen(xml_ns[i][0]) == len &&
+		    memcmp(xml_ns[i][0], prefix, len) == 0)
+			return xml_ns[i][1];
+	return NULL;
+}
+
+/* Element n is prefix:local of the step [step, end). */
+static bool
+step_match(xmlNodePtr n, const char *step, const char *end)
+{
+	const char *colon = memchr(step, ':', (size_t) (end - step));
+	const char *ns;
+
+	if (n->type != XML_ELEMENT_NODE || n->ns == NULL || colon == NULL ||
+	    (ns = step_ns(step, (size_t) (colon - step))) == NULL)
+		return false;
+	colon++;
+	return strlen((const char *) n->name) == (size_t) (end - colon) &&
+	    memcmp(n->name, colon, (size_t) (end - colon)) == 0 &&
+	    strcmp((const char *) n->ns->href, ns) == 0;
+}
+
+/*
+ * path_first searches the siblings from first on for path's first step,
+ * then below each match for the rest, depth first: the first node in
+ * document order, as XPath would give.
+ */
+static xmlNodePtr
+path_first(xmlNodePtr first, const char *path, ebxml_node_ok ok, void *arg)
+{
+	const char *slash = strchr(path, '/');
+	const char *end = slash != NULL ? slash : path + strlen(path);
+
+	for (xmlNodePtr n = first; n != NULL; n = n->next) {
+		xmlNodePtr hit;
+
+		if (!step_match(n, path, end))
+			continue;
+		if (slash == NULL && (ok == NULL || ok(n, arg)))
+			return n;
+		if (slash != NULL &&
+		    (hit = path_first(n->children, slash + 1, ok, arg)) != NULL)
+			return hit;
+	}
+	return NULL;
+}
+
+xmlNodePtr
+ebxml_doc_find(struct ebxml_doc *d, xmlNodePtr at, const char *path,
+    ebxml_node_ok ok, void *arg)
+{
+	xmlNodePtr from = at != NULL ? at : (xmlNodePtr) d->doc;
+
+	return from != NULL ? path_first(from->children, path, ok, arg) : NULL;
+}
+
+int
+ebxml_doc_find_text(struct ebxml_doc *d, xmlNodePtr at, const char *path,
+    char *out, size_t cap)
+{
+	xmlNodePtr n = ebxml_doc_find(d, at, path, NULL, NULL);
+
+	out[0] = '\0';
+	return n != NULL ? node_text(n, out, cap) : MHS_ENOTFOUND;
+}
+
+int
+ebxml_attr_text(xmlNodePtr n, const char *prefix, const char *name,
+    char *out, size_t cap)
+{
+	const char *ns = step_ns(prefix, strlen(prefix));
+	xmlChar *s;
+	int rv;
+
+	out[0] = '\0';
+	if (ns == NULL ||
+	    (s = xmlGetNsProp(n, (const xmlChar *) name,
+	         (const xmlChar *) ns)) == NULL)
+		return MHS_ENOTFOUND;
 	rv = text_copy((const char *) s, out, cap);
 	xmlFree(s);
 	return rv;

@@ -1164,6 +1164,141 @@ Test(ebxml_xpath, compiled_queries_find_what_uncompiled_ones_find)
 	free(req);
 }
 
+/* ---- child paths: the XPath answers, without XPath ---- */
+
+/* The paths router/ebxml walks, and more. */
+static const char *const child_paths[] = {
+    "soap:Envelope",
+    "soap:Envelope/soap:Header",
+    "soap:Envelope/soap:Header/eb:MessageHeader",
+    "soap:Envelope/soap:Header/eb:MessageHeader/eb:MessageData/"
+    "eb:MessageId",
+    "soap:Envelope/soap:Header/eb:MessageHeader/eb:Action",
+    "soap:Envelope/soap:Header/eb:MessageHeader/eb:From/eb:PartyId",
+    "soap:Envelope/soap:Header/eb:MessageHeader/eb:DuplicateElimination",
+    "soap:Envelope/soap:Header/eb:AckRequested",
+    "soap:Envelope/soap:Header/eb:ErrorList",
+    "soap:Envelope/soap:Header/eb:Acknowledgment/eb:RefToMessageId",
+    "soap:Envelope/soap:Body/soap:Fault",
+    "soap:Envelope/soap:Body/eb:Manifest/eb:Reference",
+    "eb:MessageHeader",
+    "eb:Action",
+    "nosuch:Envelope",
+    "soap:Nosuch",
+};
+
+/* ebxml_doc_find(path) from at is XPath's first node of at's "path"
+ * (the document: "/path"), and its text is ebxml_doc_text's. */
+static int
+assert_path_same(struct ebxml_doc *d, xmlNodePtr at, const char *path)
+{
+	char expr[256], want[128], got[128];
+	xmlXPathObjectPtr o;
+	xmlNodePtr n;
+	int wrv, grv;
+
+	snprintf(expr, sizeof(expr), "%s%s", at == NULL ? "/" : "", path);
+	n = ebxml_doc_find(d, at, path, NULL, NULL);
+	if (strncmp(path, "nosuch:", 7) == 0) {
+		/* XPath refuses an unbound prefix; nothing is found. */
+		cr_assert_null(n, "%s", expr);
+		return 0;
+	}
+	o = eval_plain(d, at, expr);
+	if (o == NULL || o->nodesetval == NULL || o->nodesetval->nodeNr == 0)
+		cr_assert_null(n, "%s: XPath finds nothing", expr);
+	else
+		cr_assert_eq(n, o->nodesetval->nodeTab[0],
+		    "%s: not XPath's first node", expr);
+	xmlXPathFreeObject(o);
+	wrv = ebxml_doc_text(d, at, expr, want, sizeof(want));
+	grv = ebxml_doc_find_text(d, at, path, got, sizeof(got));
+	cr_assert_eq(grv, wrv, "%s", expr);
+	cr_assert_str_eq(got, want, "%s", expr);
+	return n != NULL;
+}
+
+static int
+assert_paths_everywhere(const char *xml)
+{
+	struct ebxml_doc d;
+	xmlXPathObjectPtr all;
+	int found = 0;
+
+	cr_assert_eq(ebxml_doc_parse(&d, xml, strlen(xml)), 0);
+	for (size_t i = 0; i < sizeof(child_paths) / sizeof(*child_paths); i++)
+		found += assert_path_same(&d, NULL, child_paths[i]);
+	all = ebxml_doc_nodes(&d, NULL, "//*");
+	cr_assert_not_null(all);
+	for (int k = 0; k < all->nodesetval->nodeNr; k++)
+		for (size_t i = 0;
+		     i < sizeof(child_paths) / sizeof(*child_paths); i++)
+			found += assert_path_same(
+			    &d, all->nodesetval->nodeTab[k], child_paths[i]);
+	xmlXPathFreeObject(all);
+	ebxml_doc_fini(&d);
+	return found;
+}
+
+/* Two headers, the first without what is asked; the same names in the
+ * wrong namespace and in none; text split by a comment and a CDATA. */
+#define SOAP_OPEN                                                             \
+	"<SOAP:Envelope xmlns:SOAP=\"" EBXML_NS_SOAP "\" xmlns:eb=\""          \
+	EBXML_NS_EB "\" xmlns:x=\"urn:other\">"
+static const char awkward_paths[] =
+    SOAP_OPEN "<Header/><x:Header><eb:MessageHeader><eb:Action>wrong ns"
+    "</eb:Action></eb:MessageHeader></x:Header>"
+    "<SOAP:Header><eb:MessageHeader><eb:From><eb:PartyId>A</eb:PartyId>"
+    "</eb:From><x:Action>no</x:Action><Action>no</Action>"
+    "</eb:MessageHeader><eb:MessageHeader><eb:Action> P<!-- c -->OR"
+    "<![CDATA[X]]> </eb:Action><eb:MessageData><eb:MessageId>m2"
+    "</eb:MessageId></eb:MessageData></eb:MessageHeader></SOAP:Header>"
+    "<SOAP:Header><eb:AckRequested/></SOAP:Header>"
+    "<SOAP:Body><eb:Manifest><eb:Reference/></eb:Manifest></SOAP:Body>"
+    "</SOAP:Envelope>";
+
+Test(ebxml_paths, child_paths_find_what_xpath_finds_first)
+{
+	char *fault = fault_with(NASP_ERROR("206") NASP_ERROR("208"));
+	char *req = spec_request_envelope();
+	int found = 0;
+
+	found += assert_paths_everywhere(spec_ack);
+	found += assert_paths_everywhere(spec_error);
+	found += assert_paths_everywhere(fault);
+	found += assert_paths_everywhere(req);
+	found += assert_paths_everywhere(awkward_paths);
+	cr_assert_gt(found, 30, "the fixtures must match something");
+	free(fault);
+	free(req);
+}
+
+Test(ebxml_paths, the_manifest_reference_is_the_first_cid_one)
+{
+	/* The first Reference is not a cid: one; the second is, with
+	 * space before it; the payload must be the part it names. */
+	static const char body[] =
+	    "--B\r\nContent-Id: <h>\r\n\r\n" SOAP_OPEN
+	    "<SOAP:Header><eb:MessageHeader><eb:MessageData><eb:MessageId>m"
+	    "</eb:MessageId></eb:MessageData></eb:MessageHeader></SOAP:Header>"
+	    "<SOAP:Body><eb:Manifest xmlns:xlink=\"" EBXML_NS_XLINK "\">"
+	    "<eb:Reference xlink:href=\"http://x/\"/>"
+	    "<eb:Reference xlink:href=\" \n cid:p2 \"/>"
+	    "</eb:Manifest></SOAP:Body></SOAP:Envelope>\r\n"
+	    "--B\r\nContent-Id: <p1>\r\n\r\none\r\n"
+	    "--B\r\nContent-Id: <p2>\r\n\r\ntwo\r\n--B--\r\n";
+	struct mhs_ebxml_request r;
+	char why[160];
+
+	cr_assert_eq(mhs_ebxml_parse_request("multipart/related; boundary=B",
+	                 body, strlen(body), &r, why, sizeof(why)),
+	    0, "%s", why);
+	cr_assert_str_eq(r.message_id, "m");
+	cr_assert_eq(r.payload_len, 3);
+	cr_assert(memcmp(r.payload, "two", 3) == 0, "payload %.*s",
+	    (int) r.payload_len, r.payload);
+}
+
 Test(ebxml_xpath, expressions_past_the_bound_are_evaluated_uncompiled)
 {
 	struct ebxml_doc d;
