@@ -144,8 +144,8 @@ acknowledgment(
 {
 	char ref[128];
 
-	ebxml_doc_find_text(d, NULL, PHDR "eb:Acknowledgment/eb:RefToMessageId",
-	    ref, sizeof(ref));
+	ebxml_doc_find_text(d, NULL,
+	    PHDR "eb:Acknowledgment/eb:RefToMessageId", ref, sizeof(ref));
 	if (status != 202) {
 		why_add(w, "HTTP %d with an eb:Acknowledgment", status);
 		return MHS_EBXML_UNEXPECTED;

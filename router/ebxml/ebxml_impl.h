@@ -103,16 +103,16 @@ int ebxml_doc_text(struct ebxml_doc *d, xmlNodePtr at, const char *expr,
  * with [ok] as the last step's predicate, would be; NULL when none.
  */
 typedef bool (*ebxml_node_ok)(xmlNodePtr n, void *arg);
-xmlNodePtr ebxml_doc_find(struct ebxml_doc *d, xmlNodePtr at,
-    const char *path, ebxml_node_ok ok, void *arg);
+xmlNodePtr ebxml_doc_find(struct ebxml_doc *d, xmlNodePtr at, const char *path,
+    ebxml_node_ok ok, void *arg);
 
 /* ebxml_doc_text's answers for the node ebxml_doc_find gives. */
 int ebxml_doc_find_text(struct ebxml_doc *d, xmlNodePtr at, const char *path,
     char *out, size_t cap);
 
 /* n's attribute prefix:name, trimmed, as ebxml_doc_text would copy it. */
-int ebxml_attr_text(xmlNodePtr n, const char *prefix, const char *name,
-    char *out, size_t cap);
+int ebxml_attr_text(
+    xmlNodePtr n, const char *prefix, const char *name, char *out, size_t cap);
 
 /* ---- text ---- */
 

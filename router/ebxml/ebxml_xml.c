@@ -354,7 +354,8 @@ path_first(xmlNodePtr first, const char *path, ebxml_node_ok ok, void *arg)
 		if (slash == NULL && (ok == NULL || ok(n, arg)))
 			return n;
 		if (slash != NULL &&
-		    (hit = path_first(n->children, slash + 1, ok, arg)) != NULL)
+		    (hit = path_first(n->children, slash + 1, ok, arg)) !=
+		        NULL)
 			return hit;
 	}
 	return NULL;
@@ -380,8 +381,8 @@ ebxml_doc_find_text(struct ebxml_doc *d, xmlNodePtr at, const char *path,
 }
 
 int
-ebxml_attr_text(xmlNodePtr n, const char *prefix, const char *name,
-    char *out, size_t cap)
+ebxml_attr_text(
+    xmlNodePtr n, const char *prefix, const char *name, char *out, size_t cap)
 {
 	const char *ns = step_ns(prefix, strlen(prefix));
 	xmlChar *s;
@@ -389,8 +390,8 @@ ebxml_attr_text(xmlNodePtr n, const char *prefix, const char *name,
 
 	out[0] = '\0';
 	if (ns == NULL ||
-	    (s = xmlGetNsProp(n, (const xmlChar *) name,
-	         (const xmlChar *) ns)) == NULL)
+	    (s = xmlGetNsProp(
+	         n, (const xmlChar *) name, (const xmlChar *) ns)) == NULL)
 		return MHS_ENOTFOUND;
 	rv = text_copy((const char *) s, out, cap);
 	xmlFree(s);

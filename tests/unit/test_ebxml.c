@@ -1243,10 +1243,10 @@ assert_paths_everywhere(const char *xml)
 /* Two headers, the first without what is asked; the same names in the
  * wrong namespace and in none; text split by a comment and a CDATA. */
 #define SOAP_OPEN                                                             \
-	"<SOAP:Envelope xmlns:SOAP=\"" EBXML_NS_SOAP "\" xmlns:eb=\""          \
-	EBXML_NS_EB "\" xmlns:x=\"urn:other\">"
-static const char awkward_paths[] =
-    SOAP_OPEN "<Header/><x:Header><eb:MessageHeader><eb:Action>wrong ns"
+	"<SOAP:Envelope xmlns:SOAP=\"" EBXML_NS_SOAP                          \
+	"\" xmlns:eb=\"" EBXML_NS_EB "\" xmlns:x=\"urn:other\">"
+static const char awkward_paths[] = SOAP_OPEN
+    "<Header/><x:Header><eb:MessageHeader><eb:Action>wrong ns"
     "</eb:Action></eb:MessageHeader></x:Header>"
     "<SOAP:Header><eb:MessageHeader><eb:From><eb:PartyId>A</eb:PartyId>"
     "</eb:From><x:Action>no</x:Action><Action>no</Action>"
