@@ -23,6 +23,12 @@
  * it (XPATH_OP_FUNCTION caches its function lookup in the step), so one
  * xmlXPathCompExpr must not be evaluated by two threads at once. Nothing
  * is locked; nothing is shared.
+ *
+ * The queries asked of every message do not use XPath at all:
+ * ebxml_doc_find walks element children along a path of prefix:local
+ * steps, depth first, so its answer is the first node in document order,
+ * as XPath's would be. XPath stays for the rare replies (ErrorList and
+ * SOAP-fault details) and for tests.
  */
 #include <ctype.h>
 #include <pthread.h>
