@@ -11,6 +11,7 @@
 
 #include "error.h"
 #include "rpc.h"
+#include "spfix.h"
 
 mhs_rpc_request *
 mhs_rpc_request_decode(const void *buf, size_t len)
@@ -205,6 +206,7 @@ mhs_rpc_table_fini(struct mhs_rpc_table *t)
 
 struct mhs_client {
 	nng_socket sock;
+	struct mhs_redial dial; /* spfix.h: nng 1.5.2's ipc bug */
 };
 
 int
@@ -224,10 +226,10 @@ mhs_client_open(struct mhs_client **cp, const char *url)
 	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 20);
 	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 1000);
 	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, 64u << 20);
-	if ((rv = nng_dial(c->sock, url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+	if ((rv = mhs_redial_start(&c->dial, c->sock, url)) != 0) {
 		nng_close(c->sock);
 		free(c);
-		return mhs_err_nng(rv);
+		return rv;
 	}
 	*cp = c;
 	return 0;
@@ -239,6 +241,7 @@ mhs_client_close(struct mhs_client *c)
 	if (c == NULL)
 		return;
 	nng_close(c->sock);
+	mhs_redial_fini(&c->dial);
 	free(c);
 }
 
@@ -292,6 +295,7 @@ mhs_client_call(struct mhs_client *c, const char *method,
 		*outp = NULL;
 	if (errmsg != NULL)
 		*errmsg = NULL;
+	mhs_redial_check(&c->dial);
 	rv = mhs_rpc_request_msg(&msg, method, in, meta, nmeta,
 	    timeout_ms > 0 ? (uint32_t) timeout_ms : 0);
 	if (rv != 0)

@@ -31,6 +31,7 @@
 #include "buf.h"
 #include "routes.h"
 #include "rpc.h"
+#include "spfix.h"
 
 struct gw_client {
 	char id[64];
@@ -109,6 +110,7 @@ struct gw_metrics {
 struct gw_listener {
 	nng_listener l;
 	bool tls;
+	struct mhs_listen_guard *guard; /* ipc:// only (spfix.h) */
 };
 
 /* The store readiness poller (store.c): a REQ context with its aio, and
@@ -143,8 +145,9 @@ struct gw {
 	size_t n_clients;
 	_Atomic int64_t *rate_tat; /* per client: GCRA arrival time, ns */
 	struct mhs_rpc_table table;
-	nng_socket rep;   /* partners */
-	nng_socket store; /* REQ to mhs-store */
+	nng_socket rep;               /* partners */
+	nng_socket store;             /* REQ to mhs-store */
+	struct mhs_redial store_dial; /* spfix.h: nng 1.5.2's ipc bug */
 	struct gw_listener *listeners;
 	size_t n_listeners;
 	nng_tls_config *tls;
@@ -210,6 +213,8 @@ void gw_in_flight_give(struct gw *gw, int64_t rtt_us);
 
 /* listen.c */
 int gw_listen_all(struct gw *gw);
+/* Stops the listeners' guards (before the socket closes). */
+void gw_listen_stop(struct gw *gw);
 void gw_listen_fini(struct gw *gw);
 /* False when p came in over tls+tcp without a verified certificate
  * while one is required. */

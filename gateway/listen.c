@@ -16,7 +16,12 @@
  *
  * The request size limit is a socket option (NNG_OPT_RECVMAXSZ, set in
  * server.c before the listeners exist, which inherit it).
+ *
+ * ipc:// listeners are watched by common/spfix.c's guard (nng 1.5.2 stops
+ * accepting on one for good after a peer closes mid-handshake).
  */
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +29,7 @@
 #include "error.h"
 #include "gateway.h"
 #include "log.h"
+#include "spfix.h"
 
 #define GW_PEM_MAX (1 << 20)
 
@@ -111,17 +117,13 @@ gw_tls_config(struct gw *gw)
 	return 0;
 }
 
+/* gw->listeners has room for every URL (its guards point into it). */
 static int
 gw_listen_one(struct gw *gw, const char *url)
 {
-	struct gw_listener *grown, *gl;
+	struct gw_listener *gl = &gw->listeners[gw->n_listeners];
 	int rv;
 
-	grown = realloc(gw->listeners, (gw->n_listeners + 1) * sizeof(*gl));
-	if (grown == NULL)
-		return NNG_ENOMEM;
-	gw->listeners = grown;
-	gl = &gw->listeners[gw->n_listeners];
 	gl->tls = strncmp(url, "tls+tcp://", 10) == 0;
 	if ((rv = nng_listener_create(&gl->l, gw->rep, url)) != 0)
 		return rv;
@@ -131,7 +133,11 @@ gw_listen_one(struct gw *gw, const char *url)
 	        (rv = nng_listener_set_ptr(
 	             gl->l, NNG_OPT_TLS_CONFIG, gw->tls)) != 0))
 		return rv;
-	return nng_listener_start(gl->l, 0);
+	if ((rv = nng_listener_start(gl->l, 0)) != 0)
+		return rv;
+	rv = mhs_listen_guard_start(
+	    &gl->guard, gw->rep, &gl->l, url, nng_req0_open);
+	return rv == 0 ? 0 : NNG_ENOMEM;
 }
 
 int
@@ -140,8 +146,16 @@ gw_listen_all(struct gw *gw)
 	char *list = strdup(gw->cfg.listen), *save = NULL, *url;
 	int rv = 0;
 
+	size_t n = 1;
+
 	if (list == NULL)
 		return MHS_ENOMEM;
+	for (const char *c = list; *c != '\0'; c++)
+		n += *c == ',';
+	if ((gw->listeners = calloc(n, sizeof(*gw->listeners))) == NULL) {
+		free(list);
+		return MHS_ENOMEM;
+	}
 	for (url = strtok_r(list, ",", &save); url != NULL && rv == 0;
 	     url = strtok_r(NULL, ",", &save)) {
 		if ((rv = gw_listen_one(gw, url)) != 0)
@@ -157,6 +171,15 @@ gw_listen_all(struct gw *gw)
 	}
 	free(list);
 	return rv == 0 ? 0 : mhs_err_nng(rv);
+}
+
+void
+gw_listen_stop(struct gw *gw)
+{
+	for (size_t i = 0; i < gw->n_listeners; i++) {
+		mhs_listen_guard_stop(gw->listeners[i].guard);
+		gw->listeners[i].guard = NULL;
+	}
 }
 
 void

@@ -393,11 +393,11 @@ gw_sockets_open(struct gw *gw)
 	    gw->store, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
 	nng_socket_set_ms(gw->store, NNG_OPT_RECONNMINT, 10);
 	nng_socket_set_ms(gw->store, NNG_OPT_RECONNMAXT, 500);
-	if ((rv = nng_dial(gw->store, gw->cfg.store_url, NULL,
-	         NNG_FLAG_NONBLOCK)) != 0) {
+	if ((rv = mhs_redial_start(
+	         &gw->store_dial, gw->store, gw->cfg.store_url)) != 0) {
 		fprintf(stderr, "mhs-gateway: cannot dial store %s: %s\n",
-		    gw->cfg.store_url, nng_strerror(rv));
-		return mhs_err_nng(rv);
+		    gw->cfg.store_url, mhs_strerror(rv));
+		return rv;
 	}
 	return 0;
 }
@@ -447,8 +447,10 @@ gw_server_stop(struct gw *gw)
 {
 	atomic_store(&gw->closing, true);
 	gw_ready_stop(gw);
+	gw_listen_stop(gw);
 	nng_close(gw->rep);
 	nng_close(gw->store);
+	mhs_redial_fini(&gw->store_dial);
 	gw_batch_halt(gw); /* its calls touch request contexts */
 	for (size_t i = 0; gw->ctxs != NULL && i < gw->n_ctxs; i++) {
 		if (gw->ctxs[i] == NULL)

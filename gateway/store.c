@@ -411,8 +411,10 @@ gw_ready_timer_cb(void *arg)
 {
 	struct gw *gw = arg;
 
-	if (!atomic_load(&gw->closing))
-		gw_ready_ask(gw);
+	if (atomic_load(&gw->closing))
+		return;
+	mhs_redial_check(&gw->store_dial); /* spfix.h */
+	gw_ready_ask(gw);
 }
 
 int

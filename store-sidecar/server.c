@@ -17,12 +17,14 @@
  */
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
 #include "log.h"
+#include "spfix.h"
 #include "status.h"
 #include "store.h"
 
@@ -369,11 +371,15 @@ st_server_start(struct store *st)
 		    (rv = nng_ctx_open(&c->ctx, st->rep)) != 0)
 			return mhs_err_nng(rv);
 	}
-	if ((rv = nng_listen(st->rep, st->cfg.listen, NULL, 0)) != 0) {
+	if ((rv = nng_listen(st->rep, st->cfg.listen, &st->listener, 0)) !=
+	    0) {
 		fprintf(stderr, "mhs-store: cannot listen on %s: %s\n",
 		    st->cfg.listen, nng_strerror(rv));
 		return mhs_err_nng(rv);
 	}
+	if ((rv = mhs_listen_guard_start(&st->guard, st->rep, &st->listener,
+	         st->cfg.listen, nng_req0_open)) != 0)
+		return rv;
 	for (size_t i = 0; i < st->n_ctxs; i++)
 		nng_ctx_recv(st->ctxs[i]->ctx, st->ctxs[i]->aio);
 	return 0;
@@ -406,6 +412,8 @@ st_server_stop(struct store *st)
 	/* 1. No new requests; sends of the worker's last answers fail fast.
 	 * 2. The worker finishes its batch and exits.
 	 * 3. Only then are the contexts stopped and freed. */
+	mhs_listen_guard_stop(st->guard);
+	st->guard = NULL;
 	nng_close(st->rep);
 	st_worker_stop(st);
 	st_queue_release(st);

@@ -147,6 +147,8 @@ struct store {
 	struct st_redis redis;
 	struct mhs_rpc_table table;
 	nng_socket rep;
+	nng_listener listener;
+	struct mhs_listen_guard *guard; /* spfix.h: nng 1.5.2's ipc bug */
 	struct st_ctx **ctxs;
 	size_t n_ctxs;
 	pthread_mutex_t lock;
