@@ -12,7 +12,7 @@
  * the dialer has written its half of the handshake (a store killed while
  * a client connects), the write fails and the dialer never dials again
  * (a third of the time in test_spfix's loop). tcp:// and tls+tcp:// are
- * not affected (measured: three raw connect-and-close, then a REQ
+ * not affected (measured: twenty raw connect-and-close, then a REQ
  * client).
  *
  * mhs_redial replaces a dialer that has had no pipe for idle_ms (a

@@ -15,9 +15,13 @@ foreach(t mhs-gateway mhs-store mhs-router mhs-spine-sim)
 	endif()
 endforeach()
 foreach(suite store_durability store_recovery store_outage store_idempotency
-		store_audit store_dead_letters store_search)
+		store_audit store_dead_letters store_search store_handshake)
 	add_test(NAME integration_${suite}
 		COMMAND test_store -j1 --timeout 300 --filter ${suite}/*)
 	set_tests_properties(integration_${suite} PROPERTIES
 		LABELS integration TIMEOUT 600)
 endforeach()
+# store_handshake breaks the store's ipc listener on purpose (nng 1.5.2);
+# nng never frees the broken one (tests/lsan-nng-ipc.supp).
+set_tests_properties(integration_store_handshake PROPERTIES ENVIRONMENT
+	"LSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/lsan-nng-ipc.supp:print_suppressions=0")

@@ -1411,7 +1411,7 @@ raw_connect_close(const char *path)
  * became ready, and nothing was logged. The store's listener guard now
  * notices and listens again.
  */
-Test(store_outage, a_client_closing_mid_handshake_locks_nobody_out,
+Test(store_handshake, a_client_closing_mid_handshake_locks_nobody_out,
     .fini = teardown, .timeout = 180)
 {
 	static struct rx_msg m[5];
@@ -1421,7 +1421,8 @@ Test(store_outage, a_client_closing_mid_handshake_locks_nobody_out,
 	it_start(1, NULL, NULL);
 	msgs_init(m, 5, "hsk", 4900);
 	snprintf(path, sizeof(path), "%s/store.ipc", stk.dir);
-	for (int i = 0; i < 3; i++)
+	/* One close breaks the listener about half the time (measured). */
+	for (int i = 0; i < 20; i++)
 		raw_connect_close(path);
 	cr_assert(stack_kill_restarted(&stk, "gateway", 30));
 	for (int i = 0; i < 300 && status != 200; i++) {
