@@ -69,6 +69,11 @@ static struct mhs_opt st_opts[] = {
         "how long an inbound Spine MessageId is remembered (duplicate "
         "elimination)",
         &st.cfg.inbound_dedup_s},
+    {"lease-defer-ms", MHS_OPT_INT, "100", 0, 10000,
+        "while Submits queue behind a full group commit, a router's Lease "
+        "waits up to this long for a batch without them (acceptance "
+        "first; 0: never)",
+        &st.cfg.lease_defer_ms},
     {"retention-months", MHS_OPT_INT, "0", 0, 1200,
         "delete journal months older than this once all their messages "
         "are final (0: keep forever)",
@@ -134,6 +139,8 @@ st_metrics_write(void *arg, struct mhs_buf *out)
 	    "mhs_store_journal_bytes_total %llu\n"
 	    "# TYPE mhs_store_leased_total counter\n"
 	    "mhs_store_leased_total %llu\n"
+	    "# TYPE mhs_store_leases_deferred_total counter\n"
+	    "mhs_store_leases_deferred_total %llu\n"
 	    "# TYPE mhs_store_reports_total counter\n"
 	    "mhs_store_reports_total %llu\n"
 	    "# TYPE mhs_store_redis_errors_total counter\n"
@@ -150,7 +157,8 @@ st_metrics_write(void *arg, struct mhs_buf *out)
 	    atomic_load(&t->read_us_sum) / 1e6,
 	    atomic_load(&t->apply_wait_us_sum) / 1e6,
 	    atomic_load(&t->journal_bytes), atomic_load(&t->leases),
-	    atomic_load(&t->reports), atomic_load(&t->redis_errors),
+	    atomic_load(&t->leases_deferred), atomic_load(&t->reports),
+	    atomic_load(&t->redis_errors),
 	    atomic_load(&t->journal_only_appends), atomic_load(&t->backlog),
 	    atomic_load(&s->journal_ok) ? 1 : 0,
 	    atomic_load(&s->redis_ok) ? 1 : 0);

@@ -56,6 +56,7 @@ struct st_config {
 	long long retention_months;
 	long long inbound_dedup_s;
 	long long replay_redelivery_ms;
+	long long lease_defer_ms;
 };
 
 enum st_kind {
@@ -78,6 +79,7 @@ struct st_op {
 	struct st_ctx *ctx;     /* NULL for one Append of an AppendMany */
 	struct st_group *group; /* that AppendMany, which owns in */
 	enum st_kind kind;
+	int64_t queued_ms;    /* mono: when it was queued */
 	ProtobufCMessage *in; /* decoded request; freed after the reply */
 	/* Filled by the worker: */
 	int code;
@@ -107,6 +109,7 @@ struct st_stats {
 	atomic_ullong reports, leases, redis_errors, journal_bytes;
 	atomic_ullong journal_only_appends, backlog;
 	atomic_ullong read_us_sum, apply_wait_us_sum; /* worker phases */
+	atomic_ullong leases_deferred;
 };
 
 #define ST_APPLY_MAX   64
@@ -154,6 +157,7 @@ struct store {
 	pthread_mutex_t lock;
 	pthread_cond_t cv;
 	struct st_op *head, **tail;
+	struct st_op *deferred, **deferred_tail; /* worker only: Leases */
 	bool stop;
 	pthread_t worker;
 	atomic_bool journal_ok;

@@ -71,9 +71,12 @@ st_enqueue(struct store *st, struct st_op *op)
 void
 st_enqueue_many(struct store *st, struct st_op *ops, size_t n)
 {
+	int64_t now = mhs_mono_ms();
+
 	pthread_mutex_lock(&st->lock);
 	for (size_t i = 0; i < n; i++) {
 		ops[i].next = NULL;
+		ops[i].queued_ms = now;
 		*st->tail = &ops[i];
 		st->tail = &ops[i].next;
 	}
@@ -1285,6 +1288,77 @@ worker_promote_retries(struct store *st)
 		freeReplyObject(rep);
 }
 
+/*
+ * Acceptance first. A partner waits on every Submit; a router's Lease only
+ * feeds deliveries that wait in the durable queue anyway, and a Lease
+ * costs its batch a Redis script over every message it hands out. So a
+ * Lease that lands in a batch with Submits is held back (st->deferred,
+ * worker only) and runs in the first batch formed after LEASE_IDLE_MS
+ * without a Submit, or with them once it has waited lease_defer_ms. At
+ * light load that is a wait of about LEASE_IDLE_MS; while Submits keep
+ * the worker busy, each Lease waits lease_defer_ms, which paces the
+ * routers until the burst is over.
+ */
+#define LEASE_IDLE_MS 2
+
+static bool
+ops_have_append(const struct st_op *ops)
+{
+	for (; ops != NULL; ops = ops->next)
+		if (ops->kind == ST_APPEND)
+			return true;
+	return false;
+}
+
+/* worker_defer moves ops' young Leases to st->deferred when busy; due
+ * (or all, when not busy) deferred Leases join ops. Returns ops. */
+static struct st_op *
+worker_defer(struct store *st, struct st_op *ops, bool busy)
+{
+	int64_t now = mhs_mono_ms();
+	struct st_op *kept = NULL, **kt = &kept, *next, *due = NULL,
+	             **dt = &due, **pp;
+
+	for (struct st_op *op = ops; op != NULL; op = next) {
+		next = op->next;
+		op->next = NULL;
+		if (busy && op->kind == ST_LEASE &&
+		    now - op->queued_ms < st->cfg.lease_defer_ms) {
+			*st->deferred_tail = op;
+			st->deferred_tail = &op->next;
+			atomic_fetch_add(&st->stats.leases_deferred, 1);
+		} else {
+			*kt = op;
+			kt = &op->next;
+		}
+	}
+	for (pp = &st->deferred; *pp != NULL;) {
+		struct st_op *op = *pp;
+
+		if (!busy || now - op->queued_ms >= st->cfg.lease_defer_ms) {
+			*pp = op->next;
+			op->next = NULL;
+			*dt = op;
+			dt = &op->next;
+		} else {
+			pp = &op->next;
+		}
+	}
+	st->deferred_tail = pp;
+	*dt = kept; /* due Leases first: they waited longest */
+	return due;
+}
+
+static size_t
+ops_count(const struct st_op *ops)
+{
+	size_t n = 0;
+
+	for (; ops != NULL; ops = ops->next)
+		n++;
+	return n;
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -1295,11 +1369,18 @@ worker_main(void *arg)
 	while (!st->stop) {
 		struct st_op *ops, **pp = &st->head, *rest;
 		size_t n = 0;
+		bool busy;
 
+		/* Nothing queued: wait for work. With Leases held back, wait
+		 * only LEASE_IDLE_MS: the gap between two of the gateway's
+		 * calls is no lull, and Leases run in the next batch only if
+		 * no Submit arrived meanwhile. */
 		if (st->head == NULL) {
 			struct timespec ts;
+			long ms = st->deferred != NULL ? LEASE_IDLE_MS : 100;
+
 			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 100 * 1000000;
+			ts.tv_nsec += ms * 1000000;
 			if (ts.tv_nsec >= 1000000000) {
 				ts.tv_sec++;
 				ts.tv_nsec -= 1000000000;
@@ -1317,8 +1398,12 @@ worker_main(void *arg)
 		st->head = rest;
 		if (rest == NULL)
 			st->tail = &st->head;
+		/* Busy: Submits are waiting for this very batch. */
+		busy = st->cfg.lease_defer_ms > 0 && ops_have_append(ops);
 		pthread_mutex_unlock(&st->lock);
-		if (n > 0)
+		if (st->deferred != NULL || busy)
+			ops = worker_defer(st, ops, busy);
+		if ((n = ops_count(ops)) > 0)
 			worker_batch(st, ops, n);
 		if (mhs_mono_ms() - last_tick >= 100) {
 			last_tick = mhs_mono_ms();
@@ -1329,6 +1414,16 @@ worker_main(void *arg)
 			st_retention_tick(st, false);
 		}
 		pthread_mutex_lock(&st->lock);
+	}
+	/* Held-back Leases go back to the queue: st_queue_release frees
+	 * what is left there once the worker has stopped. */
+	if (st->deferred != NULL) {
+		*st->deferred_tail = st->head;
+		if (st->head == NULL)
+			st->tail = st->deferred_tail;
+		st->head = st->deferred;
+		st->deferred = NULL;
+		st->deferred_tail = &st->deferred;
 	}
 	pthread_mutex_unlock(&st->lock);
 	return NULL;
@@ -1341,6 +1436,8 @@ st_worker_start(struct store *st)
 	pthread_cond_init(&st->cv, NULL);
 	st->head = NULL;
 	st->tail = &st->head;
+	st->deferred = NULL;
+	st->deferred_tail = &st->deferred;
 	return pthread_create(&st->worker, NULL, worker_main, st) == 0
 	    ? 0
 	    : MHS_ENOMEM;
