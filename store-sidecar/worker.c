@@ -1299,7 +1299,7 @@ worker_promote_retries(struct store *st)
  * the worker busy, each Lease waits lease_defer_ms, which paces the
  * routers until the burst is over.
  */
-#define LEASE_IDLE_MS 2
+#define LEASE_IDLE_MS 5
 
 static bool
 ops_have_append(const struct st_op *ops)
