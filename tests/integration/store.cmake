@@ -15,7 +15,8 @@ foreach(t mhs-gateway mhs-store mhs-router mhs-spine-sim)
 	endif()
 endforeach()
 foreach(suite store_durability store_recovery store_outage store_idempotency
-		store_audit store_dead_letters store_search store_handshake)
+		store_audit store_dead_letters store_search store_handshake
+		store_priority)
 	add_test(NAME integration_${suite}
 		COMMAND test_store -j1 --timeout 300 --filter ${suite}/*)
 	set_tests_properties(integration_${suite} PROPERTIES

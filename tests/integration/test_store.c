@@ -612,6 +612,7 @@ struct load {
 	struct rx_msg *m;
 	size_t from, to;
 	atomic_size_t *accepted; /* shared progress counter */
+	int64_t until_ms;        /* mono: stop starting Submits (0: never) */
 	int retried;
 	int duplicates; /* first 0 answer already said duplicate */
 	char failure[300];
@@ -622,7 +623,9 @@ load_run(void *arg)
 {
 	struct load *l = arg;
 
-	for (size_t i = l->from; i < l->to && l->failure[0] == '\0'; i++) {
+	for (size_t i = l->from; i < l->to && l->failure[0] == '\0' &&
+	     (l->until_ms == 0 || mhs_mono_ms() < l->until_ms);
+	     i++) {
 		struct rx_msg *m = &l->m[i];
 
 		for (int attempt = 0;; attempt++) {
@@ -1385,6 +1388,84 @@ Test(store_outage, journal_only_backlog_survives_store_kill9, .fini = teardown,
 		submit_repeat(&m[i]);
 	cr_assert_eq(sim_count(), 10);
 	it_stop(true);
+	passed = true;
+}
+
+/* A counter from the store's /metrics; -1 when absent. */
+static long long
+store_metric(const char *name)
+{
+	struct mhs_buf out = MHS_BUF_INIT;
+	char url[200], key[120];
+	long long v = -1;
+	const char *at;
+
+	cr_assert(stack_env_get(&stk, "MHS_STORE_HTTP_URL", url, 180));
+	strcat(url, "/metrics");
+	cr_assert_eq(stack_probe_get(url, &out), 200, "GET %s", url);
+	snprintf(key, sizeof(key), "\n%s ", name);
+	if (out.data != NULL && (at = strstr(out.data, key)) != NULL)
+		v = atoll(at + strlen(key));
+	mhs_buf_fini(&out);
+	return v;
+}
+
+#define PRI_N       200000 /* at most; the first MAX_MSGS are followed */
+#define PRI_THREADS 16
+#define PRI_LOAD_MS 2000
+
+/*
+ * Acceptance first (lease-defer-ms): while Submits keep the store busy
+ * (sixteen closed-loop submitters for two seconds), routers' Leases are
+ * held back, but never for long: deliveries go on during the load, and
+ * every message is delivered, once.
+ */
+Test(store_priority, leases_wait_for_submits_but_deliveries_go_on,
+    .fini = teardown, .timeout = 240)
+{
+	struct rx_msg *m = calloc(PRI_N, sizeof(*m));
+	struct load l[PRI_THREADS];
+	pthread_t t[PRI_THREADS];
+	atomic_size_t accepted = 0;
+	long long deferred;
+	int during;
+
+	cr_assert_not_null(m);
+	it_start(2, NULL, NULL);
+	for (unsigned i = 0; i < PRI_N; i++)
+		msg_init(&m[i], "pri", 5200 + i);
+	for (int i = 0; i < PRI_THREADS; i++) {
+		memset(&l[i], 0, sizeof(l[i]));
+		l[i].m = m;
+		l[i].from = (size_t) i * PRI_N / PRI_THREADS;
+		l[i].to = (size_t) (i + 1) * PRI_N / PRI_THREADS;
+		l[i].accepted = &accepted;
+		l[i].until_ms = mhs_mono_ms() + PRI_LOAD_MS;
+		cr_assert_eq(pthread_create(&t[i], NULL, load_run, &l[i]), 0);
+	}
+	for (int i = 0; i < PRI_THREADS; i++) {
+		pthread_join(t[i], NULL);
+		cr_assert(l[i].failure[0] == '\0', "%s", l[i].failure);
+	}
+	during = sim_count();
+	deferred = store_metric("mhs_store_leases_deferred_total");
+	cr_log_info("store_priority: %zu Submits in %d ms, %d delivered "
+	            "meanwhile, %lld Leases held back",
+	    atomic_load(&accepted), PRI_LOAD_MS, during, deferred);
+	cr_assert_gt(deferred, 0,
+	    "no Lease was held back while %zu Submits arrived",
+	    atomic_load(&accepted));
+	cr_assert_gt(during, 0,
+	    "nothing was delivered during %d ms of Submits: Leases starved",
+	    PRI_LOAD_MS);
+	/* Every thread's first messages were accepted: follow those. */
+	for (int i = 0; i < PRI_THREADS; i++) {
+		wait_states(&m[l[i].from], 8, BIT(S_DELIVERED), 90,
+		    "with Leases held back behind Submits");
+		sim_saw_each(&m[l[i].from], 8);
+	}
+	free(m);
+	it_stop(false);
 	passed = true;
 }
 
