@@ -161,24 +161,18 @@ acknowledgment(
 	return MHS_EBXML_UNEXPECTED;
 }
 
-static bool
-has(struct ebxml_doc *d, const char *path)
-{
-	return ebxml_doc_find(d, NULL, path, NULL, NULL) != NULL;
-}
-
 static enum mhs_ebxml_verdict
 doc_classify(struct ebxml_doc *d, int status, const char *message_id,
     bool expect_ack, struct why *w)
 {
-	if (!has(d, ENV))
+	if (!ebxml_doc_has_path(d, ENV))
 		return by_status(
 		    status, expect_ack, "without a SOAP envelope", w);
-	if (has(d, PHDR "eb:ErrorList"))
+	if (ebxml_doc_has_path(d, PHDR "eb:ErrorList"))
 		return error_list(d, status, w);
-	if (has(d, ENV "/soap:Body/soap:Fault"))
+	if (ebxml_doc_has_path(d, ENV "/soap:Body/soap:Fault"))
 		return soap_fault(d, w);
-	if (has(d, PHDR "eb:Acknowledgment"))
+	if (ebxml_doc_has_path(d, PHDR "eb:Acknowledgment"))
 		return acknowledgment(d, status, message_id, w);
 	return by_status(
 	    status, expect_ack, "without an eb:Acknowledgment", w);

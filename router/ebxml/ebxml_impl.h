@@ -106,6 +106,9 @@ typedef bool (*ebxml_node_ok)(xmlNodePtr n, void *arg);
 xmlNodePtr ebxml_doc_find(struct ebxml_doc *d, xmlNodePtr at, const char *path,
     ebxml_node_ok ok, void *arg);
 
+/* Whether path (from the document) finds an element. */
+bool ebxml_doc_has_path(struct ebxml_doc *d, const char *path);
+
 /* ebxml_doc_text's answers for the node ebxml_doc_find gives. */
 int ebxml_doc_find_text(struct ebxml_doc *d, xmlNodePtr at, const char *path,
     char *out, size_t cap);

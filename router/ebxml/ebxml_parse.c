@@ -55,20 +55,13 @@ static const struct field fields[] = {
     FIELD("eb:MessageData/eb:Timestamp", "eb:Timestamp", timestamp),
 };
 
-static bool
-has(struct ebxml_doc *d, const char *path)
-{
-	return ebxml_doc_find(d, NULL, path, NULL, NULL) != NULL;
-}
-
 static int
 envelope_read(struct ebxml_doc *d, struct mhs_ebxml_request *out, char *reason,
     size_t cap)
 {
 	char msg[96];
 
-	if (ebxml_doc_find(d, NULL, HDR "eb:MessageHeader", NULL, NULL) ==
-	    NULL)
+	if (!ebxml_doc_has_path(d, HDR "eb:MessageHeader"))
 		return fail(reason, cap, MHS_EINVAL,
 		    "no SOAP Envelope/Header/eb:MessageHeader");
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
@@ -83,9 +76,10 @@ envelope_read(struct ebxml_doc *d, struct mhs_ebxml_request *out, char *reason,
 			return fail(reason, cap, MHS_EINVAL, msg);
 		}
 	}
-	out->duplicate_elimination = has(d, MH "eb:DuplicateElimination");
-	out->ack_requested = has(d, HDR "eb:AckRequested");
-	out->sync_reply = has(d, HDR "eb:SyncReply");
+	out->duplicate_elimination =
+	    ebxml_doc_has_path(d, MH "eb:DuplicateElimination");
+	out->ack_requested = ebxml_doc_has_path(d, HDR "eb:AckRequested");
+	out->sync_reply = ebxml_doc_has_path(d, HDR "eb:SyncReply");
 	return 0;
 }
 

@@ -376,6 +376,12 @@ ebxml_doc_find(struct ebxml_doc *d, xmlNodePtr at, const char *path,
 	return from != NULL ? path_first(from->children, path, ok, arg) : NULL;
 }
 
+bool
+ebxml_doc_has_path(struct ebxml_doc *d, const char *path)
+{
+	return ebxml_doc_find(d, NULL, path, NULL, NULL) != NULL;
+}
+
 int
 ebxml_doc_find_text(struct ebxml_doc *d, xmlNodePtr at, const char *path,
     char *out, size_t cap)

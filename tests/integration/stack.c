@@ -543,3 +543,26 @@ stack_start_args(struct stack *s, int routers, int extra_ports,
 	fprintf(stderr, "stack.env did not appear in 120 s; see %s\n", log);
 	return false;
 }
+
+double
+stack_metric(const char *http, const char *name)
+{
+	struct mhs_buf b = MHS_BUF_INIT;
+	size_t n = strlen(name);
+	const char *p, *next;
+	char url[128];
+	double v = -1;
+
+	snprintf(url, sizeof(url), "%s/metrics", http);
+	if (stack_probe_get(url, &b) == 200 && b.data != NULL)
+		for (p = b.data; p != NULL && *p != '\0'; p = next) {
+			next = strchr(p, '\n');
+			next = next != NULL ? next + 1 : NULL;
+			if (strncmp(p, name, n) == 0 && p[n] == ' ') {
+				v = atof(p + n + 1);
+				break;
+			}
+		}
+	mhs_buf_fini(&b);
+	return v;
+}

@@ -72,6 +72,10 @@ int stack_sim_deliveries(const char *json, const char *id);
  * returns the status or -1, and the body in out (may be NULL). */
 int stack_probe_get(const char *url, struct mhs_buf *out);
 
+/* stack_metric: the value of the line "name value" of http's /metrics
+ * (http is a probe base URL such as http://127.0.0.1:7701), or -1. */
+double stack_metric(const char *http, const char *name);
+
 /*
  * Helpers for tests that run extra processes beside the stack (gateway
  * suites: a gateway with its own flags against the stack's store).

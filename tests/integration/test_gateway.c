@@ -347,35 +347,11 @@ get_status(const char *bearer)
 	return call(GET_STATUS, &gs.base, bearer);
 }
 
-/* metric returns the value of the line "name value", or -1. */
-static double
-metric(const char *http, const char *name)
-{
-	struct mhs_buf b = MHS_BUF_INIT;
-	size_t n = strlen(name);
-	const char *p, *next;
-	char url[128];
-	double v = -1;
-
-	snprintf(url, sizeof(url), "%s/metrics", http);
-	if (stack_probe_get(url, &b) == 200 && b.data != NULL)
-		for (p = b.data; p != NULL && *p != '\0'; p = next) {
-			next = strchr(p, '\n');
-			next = next != NULL ? next + 1 : NULL;
-			if (strncmp(p, name, n) == 0 && p[n] == ' ') {
-				v = atof(p + n + 1);
-				break;
-			}
-		}
-	mhs_buf_fini(&b);
-	return v;
-}
-
 static bool
 wait_metric(const char *http, const char *name, double want)
 {
 	for (int i = 0; i < WAIT_MS / 50; i++) {
-		if (metric(http, name) == want)
+		if (stack_metric(http, name) == want)
 			return true;
 		usleep(50000);
 	}
@@ -585,14 +561,17 @@ matrix_metrics(void)
 	for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
 		snprintf(name, sizeof(name),
 		    "mhs_gateway_rejects_total{reason=\"%s\"}", reasons[i]);
-		cr_assert_gt(metric(gw_http, name), 0, "%s not counted", name);
+		cr_assert_gt(
+		    stack_metric(gw_http, name), 0, "%s not counted", name);
 	}
-	cr_assert_eq(metric(gw_http,
+	cr_assert_eq(stack_metric(gw_http,
 	                 "mhs_gateway_rejects_total{reason="
 	                 "\"rate\"}"),
 	    0);
-	cr_assert_gt(metric(gw_http, "mhs_gateway_request_seconds_count"), 0);
-	cr_assert_gt(metric(gw_http, "mhs_gateway_store_seconds_count"), 0);
+	cr_assert_gt(
+	    stack_metric(gw_http, "mhs_gateway_request_seconds_count"), 0);
+	cr_assert_gt(
+	    stack_metric(gw_http, "mhs_gateway_store_seconds_count"), 0);
 }
 
 Test(
@@ -742,7 +721,7 @@ Test(gateway, rate_limit_per_client, .init = setup, .fini = teardown,
 		code = code_of(get_status(admin));
 	}
 	cr_assert_eq(code, 5, "still limited after waiting");
-	cr_assert_gt(metric(gw_http,
+	cr_assert_gt(stack_metric(gw_http,
 	                 "mhs_gateway_rejects_total{reason="
 	                 "\"rate\"}"),
 	    0);
@@ -871,10 +850,11 @@ Test(gateway, submits_queued_behind_a_busy_call_go_as_one_batch, .init = setup,
 	 * (the first alone; those queued more than 20 ms apart may go in
 	 * separate calls). */
 	cr_assert_eq(
-	    metric(gw_http, "mhs_gateway_store_batched_total"), N + 2);
-	cr_assert_geq(metric(gw_http, "mhs_gateway_store_batches_total"), 2);
-	cr_assert_leq(metric(gw_http, "mhs_gateway_store_batches_total"), 4,
-	    "the queued Submits were not batched");
+	    stack_metric(gw_http, "mhs_gateway_store_batched_total"), N + 2);
+	cr_assert_geq(
+	    stack_metric(gw_http, "mhs_gateway_store_batches_total"), 2);
+	cr_assert_leq(stack_metric(gw_http, "mhs_gateway_store_batches_total"),
+	    4, "the queued Submits were not batched");
 	/* Repeated later on its own, #60 is still the same message. */
 	submit_id(call(SUBMIT, &submit_init(&s, 60, "FA565")->base, admin),
 	    first, &dup, "repeat of #60");
@@ -982,7 +962,7 @@ Test(gateway, deadlines, .init = setup, .fini = teardown, .timeout = 300)
 	expect_code(call_on(sock, SUBMIT, &submit_init(&s, 33, "FA565")->base,
 	                admin, 60000),
 	    0, NULL, "after the store resumed");
-	cr_assert_gt(metric(gw_http,
+	cr_assert_gt(stack_metric(gw_http,
 	                 "mhs_gateway_rejects_total{reason="
 	                 "\"deadline\"}"),
 	    2);
@@ -1054,7 +1034,7 @@ Test(gateway, health_follows_the_store, .init = setup, .fini = teardown,
 	cr_assert_eq(health_on(sock, ""), SERVING);
 	expect_code(call(SUBMIT, &submit_init(&s, 50, "FA565")->base, admin),
 	    0, NULL, "Submit after the store resumed");
-	cr_assert_eq(metric(stk.http_url, "mhs_gateway_ready"), 1);
+	cr_assert_eq(stack_metric(stk.http_url, "mhs_gateway_ready"), 1);
 }
 
 /* submitted_id submits s with bearer and returns its message_id. */

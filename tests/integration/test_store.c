@@ -756,18 +756,11 @@ Test(store_durability, store_kill9_under_load_loses_nothing, .fini = teardown,
 static int
 router_in_flight(int i)
 {
-	struct mhs_buf out = MHS_BUF_INIT;
-	char url[100];
-	const char *p;
-	int n = -1;
+	char http[64];
 
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics",
-	    stk.port_base + 4 + i);
-	if (stack_probe_get(url, &out) == 200 && out.data != NULL &&
-	    (p = strstr(out.data, "\nmhs_router_in_flight ")) != NULL)
-		n = atoi(p + strlen("\nmhs_router_in_flight "));
-	mhs_buf_fini(&out);
-	return n;
+	snprintf(
+	    http, sizeof(http), "http://127.0.0.1:%d", stk.port_base + 4 + i);
+	return (int) stack_metric(http, "mhs_router_in_flight");
 }
 
 #define ROUTER_N 40
@@ -1395,19 +1388,11 @@ Test(store_outage, journal_only_backlog_survives_store_kill9, .fini = teardown,
 static long long
 store_metric(const char *name)
 {
-	struct mhs_buf out = MHS_BUF_INIT;
-	char url[200], key[120];
-	long long v = -1;
-	const char *at;
+	char http[180];
 
-	cr_assert(stack_env_get(&stk, "MHS_STORE_HTTP_URL", url, 180));
-	strcat(url, "/metrics");
-	cr_assert_eq(stack_probe_get(url, &out), 200, "GET %s", url);
-	snprintf(key, sizeof(key), "\n%s ", name);
-	if (out.data != NULL && (at = strstr(out.data, key)) != NULL)
-		v = atoll(at + strlen(key));
-	mhs_buf_fini(&out);
-	return v;
+	cr_assert(
+	    stack_env_get(&stk, "MHS_STORE_HTTP_URL", http, sizeof(http)));
+	return (long long) stack_metric(http, name);
 }
 
 #define PRI_N       200000 /* at most; the first MAX_MSGS are followed */
