@@ -46,6 +46,7 @@
 #define RB_CHUNK    128 /* messages per MULTI/EXEC */
 #define RB_INFLIGHT 4   /* chunks written ahead of their replies */
 #define RB_MAXARGS  40
+#define RB_UNPACK   (64 * 1024) /* unpack arena; larger records malloc */
 
 enum {
 	S_ACCEPTED = MHS__V1__MESSAGE_STATE__MESSAGE_STATE_ACCEPTED,
@@ -105,7 +106,44 @@ struct rb {
 	size_t written, skipped;
 	int64_t progress_at;
 	int err;
+	/* Each record is unpacked into this arena, emptied after it. */
+	ProtobufCAllocator alloc;
+	size_t unpacked;
+	_Alignas(16) uint8_t unpack[RB_UNPACK];
 };
+
+/* rb_unpack_alloc: protobuf-c's allocations for one record, bump-style. */
+static void *
+rb_unpack_alloc(void *arg, size_t size)
+{
+	struct rb *b = arg;
+	size_t need = (size + 15) & ~(size_t) 15;
+
+	if (need <= RB_UNPACK - b->unpacked) {
+		void *p = b->unpack + b->unpacked;
+		b->unpacked += need;
+		return p;
+	}
+	return malloc(size);
+}
+
+static void
+rb_unpack_free(void *arg, void *p)
+{
+	struct rb *b = arg;
+
+	if ((uint8_t *) p < b->unpack ||
+	    (uint8_t *) p >= b->unpack + RB_UNPACK)
+		free(p);
+}
+
+/* rb_record decodes one journal record into the arena (NULL: corrupt). */
+static Mhs__Store__V1__JournalRecord *
+rb_record(struct rb *b, const void *body, size_t len)
+{
+	b->unpacked = 0;
+	return mhs__store__v1__journal_record__unpack(&b->alloc, len, body);
+}
 
 static const char *
 rb_str(const struct rb *b, size_t off)
@@ -262,8 +300,7 @@ rb_fold_one(void *arg, uint64_t seq, const void *body, size_t len)
 	Mhs__Store__V1__JournalRecord *r;
 	struct rb_msg *m;
 
-	if ((r = mhs__store__v1__journal_record__unpack(NULL, len, body)) ==
-	    NULL) {
+	if ((r = rb_record(b, body, len)) == NULL) {
 		mhs_error("replay_bad_record", "record %llu undecodable",
 		    (unsigned long long) seq);
 		return MHS_ECORRUPT;
@@ -296,7 +333,7 @@ rb_fold_one(void *arg, uint64_t seq, const void *body, size_t len)
 			rb_fold_state(b, m, seq, r);
 		break;
 	}
-	mhs__store__v1__journal_record__free_unpacked(r, NULL);
+	mhs__store__v1__journal_record__free_unpacked(r, &b->alloc);
 	if (b->arena.err != 0)
 		b->err = b->arena.err;
 	return b->err;
@@ -503,8 +540,6 @@ rb_write_accepted(
 	st_argv_str(&b->v, s->recipient_ods);
 	st_argv_str(&b->v, "ctype");
 	st_argv_str(&b->v, s->content_type[0] ? s->content_type : "text/xml");
-	st_argv_str(&b->v, "payload");
-	st_argv_add(&b->v, s->payload.data, s->payload.len);
 	st_argv_str(&b->v, "idem");
 	st_argv_str(&b->v, s->idempotency_key);
 	st_argv_str(&b->v, "accepted_at");
@@ -525,6 +560,10 @@ rb_write_accepted(
 		st_argv_str(&b->v, "response");
 		st_argv_add(&b->v, rb_str(b, m->resp_off), m->resp_len);
 	}
+	/* Last: Redis appends each field to the hash's listpack, and every
+	 * append after a 1 KiB payload would move it. */
+	st_argv_str(&b->v, "payload");
+	st_argv_add(&b->v, s->payload.data, s->payload.len);
 	cmd_send(b);
 	rb_upper(up, sizeof(up), s->prescription_id);
 	st_argv_str(&b->v, "ZADD");
@@ -642,8 +681,7 @@ rb_write_one(void *arg, uint64_t seq, const void *body, size_t len)
 
 	if (seq > b->last_seq)
 		return 0; /* appended after pass 1: not while replaying */
-	if ((r = mhs__store__v1__journal_record__unpack(NULL, len, body)) ==
-	    NULL)
+	if ((r = rb_record(b, body, len)) == NULL)
 		return MHS_ECORRUPT;
 	m = rb_find(b, r->message_id);
 	if (m != NULL && m->first_seq == seq) {
@@ -661,7 +699,7 @@ rb_write_one(void *arg, uint64_t seq, const void *body, size_t len)
 		if (++b->chunk_msgs == RB_CHUNK)
 			rb_flush_chunk(b);
 	}
-	mhs__store__v1__journal_record__free_unpacked(r, NULL);
+	mhs__store__v1__journal_record__free_unpacked(r, &b->alloc);
 	if (mhs_mono_ms() >= b->progress_at) {
 		b->progress_at = mhs_mono_ms() + 2000;
 		mhs_info("replay_progress",
@@ -792,6 +830,9 @@ st_redis_rebuild(struct store *st, uint64_t *applied)
 	b->v.off = b->off;
 	b->v.len = b->len;
 	b->v.max = RB_MAXARGS;
+	b->alloc.alloc = rb_unpack_alloc;
+	b->alloc.free = rb_unpack_free;
+	b->alloc.allocator_data = b;
 	rv = mhs_journal_scan(
 	    st->cfg.journal_dir, 0, rb_fold_one, b, where, sizeof(where));
 	t1 = mhs_mono_ms();

@@ -8,7 +8,14 @@
  *     write, one fdatasync: what mhs-store's worker does), once with one
  *     fdatasync per append. Prints appends/s of each and the ratio.
  *   generate: writes N ACCEPTED journal records (realistic Submits) into a
- *     journal directory, for timing a replay into an empty Redis.
+ *     journal directory, for timing a replay into an empty Redis. With
+ *     --final each message also gets a DELIVERED record (2N records).
+ *     With --lifecycle, N counts records instead, and each message gets
+ *     the records a live store writes for it (ACCEPTED, SENDING at lease,
+ *     DELIVERED), except --waiting-percent of them left ACCEPTED; senders
+ *     are spread over 2000 pharmacies and NHS numbers over patients with
+ *     about three messages each (--final puts every message under one of
+ *     each).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -29,7 +36,8 @@
 static struct {
 	char *mode, *dir;
 	long long callers, seconds, records, payload, month_offset;
-	bool final;
+	long long waiting;
+	bool final, lifecycle;
 } o;
 
 static struct mhs_opt opts[] = {
@@ -46,6 +54,13 @@ static struct mhs_opt opts[] = {
         "generate: date the records this many months ago", &o.month_offset},
     {"final", MHS_OPT_BOOL, "false", 0, 0,
         "generate: also a DELIVERED record for every message", &o.final},
+    {"lifecycle", MHS_OPT_BOOL, "false", 0, 0,
+        "generate: --records counts records; messages ACCEPTED, SENDING, "
+        "DELIVERED",
+        &o.lifecycle},
+    {"waiting-percent", MHS_OPT_INT, "10", 0, 100,
+        "generate --lifecycle: messages left waiting (ACCEPTED only)",
+        &o.waiting},
     {"payload-bytes", MHS_OPT_INT, "1024", 1, 1048576,
         "size of each record's payload", &o.payload},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
@@ -200,35 +215,65 @@ group_commit(void)
 /* ---- generate ---- */
 
 /*
- * generate_final appends the batch's ACCEPTED records, then a DELIVERED
- * record for each message; the caller's later append is then empty.
+ * generate_states appends the batch's ACCEPTED records, then, for each
+ * message not left waiting, a SENDING record (--lifecycle) and a
+ * DELIVERED one. Returns the records appended, or an error (< 0).
  */
-static int
-generate_final(struct mhs_journal *j, char ids[][37], size_t n,
-    struct mhs_journal_entry *e)
+static long long
+generate_states(struct mhs_journal *j, char ids[][37], const bool *waiting,
+    size_t n, struct mhs_journal_entry *e)
 {
 	Mhs__Store__V1__JournalRecord r = MHS__STORE__V1__JOURNAL_RECORD__INIT;
-	struct mhs_journal_entry d[256];
-	uint8_t buf[256][128];
+	struct mhs_journal_entry d[512];
+	uint8_t buf[512][128];
+	size_t nd = 0;
 	int rv;
 
 	if ((rv = mhs_journal_append(j, e, n, NULL)) != 0)
 		return rv;
-	for (size_t i = 0; i < n; i++) {
-		r.node_id = "bench";
-		r.time_ms = e[i].time_ms + 1000;
-		r.kind = MHS__STORE__V1__RECORD_KIND__RECORD_KIND_STATE;
-		r.message_id = ids[i];
-		r.state = MHS__V1__MESSAGE_STATE__MESSAGE_STATE_DELIVERED;
-		r.attempts = 1;
-		r.reason = "";
-		d[i].body = buf[i];
-		d[i].len = protobuf_c_message_pack(&r.base, buf[i]);
-		d[i].time_ms = r.time_ms;
-	}
-	if ((rv = mhs_journal_append(j, d, n, NULL)) != 0)
+	for (int step = o.lifecycle ? 0 : 1; step < 2; step++)
+		for (size_t i = 0; i < n; i++) {
+			if (waiting[i])
+				continue;
+			r.node_id = "bench";
+			r.time_ms = e[i].time_ms + 1000 * (step + 1);
+			r.kind =
+			    MHS__STORE__V1__RECORD_KIND__RECORD_KIND_STATE;
+			r.message_id = ids[i];
+			r.state = step == 0
+			    ? MHS__V1__MESSAGE_STATE__MESSAGE_STATE_SENDING
+			    : MHS__V1__MESSAGE_STATE__MESSAGE_STATE_DELIVERED;
+			r.attempts = 1;
+			r.reason = "";
+			d[nd].body = buf[nd];
+			d[nd].len = protobuf_c_message_pack(&r.base, buf[nd]);
+			d[nd].time_ms = r.time_ms;
+			nd++;
+		}
+	if (nd > 0 && (rv = mhs_journal_append(j, d, nd, NULL)) != 0)
 		return rv;
-	return 1; /* appended: nothing more to do for this batch */
+	return (long long) (n + nd);
+}
+
+/* gen_nhs writes a valid NHS number for patient p (mod 11 check). */
+static void
+gen_nhs(long long p, char out[11])
+{
+	for (;; p++) {
+		int sum = 0, check;
+
+		snprintf(out, 11, "9%08lld", p % 100000000);
+		for (int i = 0; i < 9; i++)
+			sum += (out[i] - '0') * (10 - i);
+		check = 11 - sum % 11;
+		if (check == 11)
+			check = 0;
+		if (check != 10) {
+			out[9] = (char) ('0' + check);
+			out[10] = '\0';
+			return;
+		}
+	}
 }
 
 static int
@@ -240,7 +285,9 @@ generate(void)
 	uint8_t *bufs = malloc(256 * ((size_t) o.payload + 512)), fp[32];
 	char *payload = malloc((size_t) o.payload), ids[256][37],
 	     keys[256][40];
-	char rx[256][21], nhs[256][11], body17[18];
+	char rx[256][21], nhs[256][11], ods[256][8], body17[18];
+	bool waiting[256];
+	long long done = 0, k = 0, per = o.final ? 2 : 1;
 	struct mhs_journal *j;
 	int rv;
 
@@ -251,11 +298,24 @@ generate(void)
 		    stderr, "cannot open %s: %s\n", o.dir, mhs_strerror(rv));
 		return 1;
 	}
-	for (long long done = 0; done < o.records;) {
+	/* Without --lifecycle, --records counts messages. */
+	for (long long target = o.lifecycle ? o.records : o.records * per;
+	     done < target;) {
 		size_t n = 0, off = 0;
+		long long batch = 0;
 
-		for (; n < 256 && done + (long long) n < o.records; n++) {
-			long long k = done + (long long) n;
+		for (; n < 256; n++, k++) {
+			long long cost = 1;
+
+			waiting[n] = !o.final && !o.lifecycle;
+			if (o.lifecycle) {
+				waiting[n] = k % 100 < o.waiting;
+				cost = waiting[n] ? 1 : 3;
+			} else if (o.final)
+				cost = 2;
+			if (done + batch + cost > target)
+				break;
+			batch += cost;
 			mhs_uuid_upper(ids[n]);
 			snprintf(keys[n], sizeof(keys[n]), "gen-%lld", k);
 			snprintf(body17, sizeof(body17), "%06llXA99968%05llX",
@@ -263,12 +323,19 @@ generate(void)
 			snprintf(rx[n], 21, "%.6s-%.6s-%.5s%c", body17,
 			    body17 + 6, body17 + 12,
 			    mhs_rx_id_check_char(body17));
-			snprintf(nhs[n], sizeof(nhs[n]), "9434765919");
+			if (o.lifecycle) {
+				gen_nhs(k / 3 * 7919 % 33333331, nhs[n]);
+				snprintf(ods[n], sizeof(ods[n]), "F%04llX",
+				    k * 2654435761LL % 2000);
+			} else {
+				snprintf(nhs[n], sizeof(nhs[n]), "9434765919");
+				snprintf(ods[n], sizeof(ods[n]), "FA565");
+			}
 			s.idempotency_key = keys[n];
 			s.interaction_id = "PORX_IN020101SM31";
 			s.prescription_id = rx[n];
 			s.nhs_number = nhs[n];
-			s.sender_ods = "FA565";
+			s.sender_ods = ods[n];
 			s.payload.data = (uint8_t *) payload;
 			s.payload.len = (size_t) o.payload;
 			r.node_id = "bench";
@@ -287,22 +354,20 @@ generate(void)
 			e[n].time_ms = r.time_ms;
 			off += e[n].len;
 		}
-		rv = o.final ? generate_final(j, ids, n, e) : 0;
-		if (rv < 0) {
-			fprintf(stderr, "append: %s\n", mhs_strerror(rv));
-			return 1;
-		}
-		if (rv == 0 && (rv = mhs_journal_append(j, e, n, NULL)) != 0) {
-			fprintf(stderr, "append: %s\n", mhs_strerror(rv));
-			return 1;
-		}
-		done += (long long) n;
-		if (done % 100000 == 0)
+		if (n == 0)
+			break; /* the next message would pass the target */
+		if ((batch = generate_states(j, ids, waiting, n, e)) < 0) {
 			fprintf(
-			    stderr, "\rgenerated %lld/%lld", done, o.records);
+			    stderr, "append: %s\n", mhs_strerror((int) batch));
+			return 1;
+		}
+		if (done / 100000 != (done + batch) / 100000)
+			fprintf(stderr, "\rgenerated %lld/%lld records",
+			    done + batch, target);
+		done += batch;
 	}
 	fprintf(stderr, "\n");
-	printf("records=%lld last_seq=%llu dir=%s\n", o.records,
+	printf("records=%lld messages=%lld last_seq=%llu dir=%s\n", done, k,
 	    (unsigned long long) mhs_journal_last_seq(j), o.dir);
 	mhs_journal_close(j);
 	free(bufs);
