@@ -485,9 +485,12 @@ state_final(long long s)
 
 /* lease_entries claims stale leases first, then new entries. */
 /*
- * LEASE_LUA does a lease in one round trip: claim entries whose lease ran
- * out (XAUTOCLAIM, when ARGV[5] is "1"), then new ones (XREADGROUP), and
- * return each as {entry id, message id or "", the message's hash}.
+ * LEASE_LUA claims entries whose lease ran out (XAUTOCLAIM, when ARGV[5]
+ * is "1"), then new ones (XREADGROUP), and returns each as {entry id,
+ * message id or ""}. The messages' hashes are then read by plain pipelined
+ * HGETALLs (lease_hashes): returned from a script, every field became a
+ * Lua string and then a reply again, about 9 us of Redis per message, a
+ * quarter of Redis's work per delivery.
  * XAUTOCLAIM walks the pending list from its start, every lease in flight,
  * so it is asked at most every LEASE_CLAIM_MS (leases run for seconds).
  */
@@ -512,11 +515,7 @@ static const char LEASE_LUA[] =
     "for _, e in ipairs(entries) do\n"
     "  local id = ''\n"
     "  if e[2] and e[2][2] then id = e[2][2] end\n"
-    "  local h = {}\n"
-    "  if id ~= '' then\n"
-    "    h = redis.call('HGETALL', p .. ':m:{' .. id .. '}')\n"
-    "  end\n"
-    "  out[#out + 1] = {e[1], id, h}\n"
+    "  out[#out + 1] = {e[1], id}\n"
     "end\n"
     "return out\n";
 
@@ -572,22 +571,73 @@ lease_delivery(const char *id, const char *lease_id, const redisReply *h)
  * SENDING record for each message still due; entries of final or
  * vanished messages are acknowledged away.
  */
+static bool
+lease_entry_ok(const redisReply *e)
+{
+	return e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+	    e->element[0]->type == REDIS_REPLY_STRING &&
+	    e->element[1]->type == REDIS_REPLY_STRING;
+}
+
+/*
+ * lease_hashes reads the hash of each leased message, in one pipeline:
+ * h[i] for rep's entry i (NULL for an entry without a message id).
+ */
+static int
+lease_hashes(struct store *st, const redisReply *rep, redisReply **h)
+{
+	char key[200];
+	size_t n = 0;
+
+	for (size_t i = 0; i < rep->elements; i++)
+		h[i] = NULL;
+	for (size_t i = 0; i < rep->elements; i++) {
+		const redisReply *e = rep->element[i];
+		const char *argv[] = {"HGETALL", key};
+
+		if (!lease_entry_ok(e) || e->element[1]->len == 0)
+			continue;
+		snprintf(key, sizeof(key), "%s:m:{%s}", st->cfg.prefix,
+		    e->element[1]->str);
+		if (redisAppendCommandArgv(st->redis.c, 2, argv, NULL) !=
+		    REDIS_OK) {
+			st_redis_drop(st, st->redis.c->errstr);
+			return MHS_EUNAVAIL;
+		}
+		n++;
+	}
+	for (size_t i = 0; i < rep->elements && n > 0; i++) {
+		const redisReply *e = rep->element[i];
+
+		if (!lease_entry_ok(e) || e->element[1]->len == 0)
+			continue;
+		if (redisGetReply(st->redis.c, (void **) &h[i]) != REDIS_OK) {
+			st_redis_drop(st, st->redis.c->errstr);
+			for (size_t k = 0; k < i; k++)
+				if (h[k] != NULL)
+					freeReplyObject(h[k]);
+			return MHS_EUNAVAIL;
+		}
+		n--;
+	}
+	return 0;
+}
+
 static int
 lease_take(struct st_batch *b, struct st_op *op,
-    Mhs__Store__V1__LeaseResponse *resp, const redisReply *rep, unsigned max)
+    Mhs__Store__V1__LeaseResponse *resp, const redisReply *rep,
+    redisReply *const *hashes, unsigned max)
 {
-	for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements;
-	     i++) {
-		const redisReply *e = rep->element[i], *h;
+	for (size_t i = 0; i < rep->elements; i++) {
+		const redisReply *e = rep->element[i], *h = hashes[i];
 		Mhs__Store__V1__Delivery *d;
 		struct st_rec *r;
 
-		if (e->type != REDIS_REPLY_ARRAY || e->elements != 3 ||
-		    e->element[0]->type != REDIS_REPLY_STRING)
+		if (!lease_entry_ok(e))
 			continue;
-		h = e->element[2];
-		if (e->element[1]->len == 0 || h->type != REDIS_REPLY_ARRAY ||
-		    h->elements == 0 || state_final(st_hash_ll(h, "state")) ||
+		if (e->element[1]->len == 0 || h == NULL ||
+		    h->type != REDIS_REPLY_ARRAY || h->elements == 0 ||
+		    state_final(st_hash_ll(h, "state")) ||
 		    resp->n_deliveries >= max) {
 			if (resp->n_deliveries < max)
 				batch_ack(b, e->element[0]->str);
@@ -628,10 +678,12 @@ do_lease(struct st_batch *b, struct st_op *op)
 	op->out = &resp->base;
 	op->out_free = lease_free;
 	{
-		redisReply *rep = lease_read(b->st, in, max);
+		redisReply *rep = lease_read(b->st, in, max), *h[512];
+		size_t n = 0;
 
-		if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
-			if (rep != NULL)
+		if (rep == NULL || rep->type != REDIS_REPLY_ARRAY ||
+		    rep->elements > 512 || lease_hashes(b->st, rep, h) != 0) {
+			if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
 				mhs_error("lease_failed", "%.200s", rep->str);
 			if (rep != NULL)
 				freeReplyObject(rep);
@@ -639,8 +691,12 @@ do_lease(struct st_batch *b, struct st_op *op)
 			    op, MHS_CODE_UNAVAILABLE, "Redis unavailable");
 			return;
 		}
-		if (lease_take(b, op, resp, rep, max) != 0)
+		n = rep->elements;
+		if (lease_take(b, op, resp, rep, h, max) != 0)
 			st_op_fail(op, MHS_CODE_INTERNAL, "out of memory");
+		for (size_t i = 0; i < n; i++)
+			if (h[i] != NULL)
+				freeReplyObject(h[i]);
 		freeReplyObject(rep);
 	}
 	atomic_fetch_add(&b->st->stats.leases, resp->n_deliveries);
