@@ -39,8 +39,8 @@ static struct mhs_opt st_opts[] = {
         &st.cfg.redis_password},
     {"redis-timeout-ms", MHS_OPT_INT, "2000", 10, 60000,
         "Redis connect and command timeout", &st.cfg.redis_timeout_ms},
-    {"prefix", MHS_OPT_STR, "mhs", 0, 0, "prefix of every Redis key",
-        &st.cfg.prefix},
+    {"prefix", MHS_OPT_STR, "mhs", 0, 0,
+        "prefix of every Redis key (1 to 64 characters)", &st.cfg.prefix},
     {"node-id", MHS_OPT_STR, "", 0, 0,
         "this node's name in journal records (default: host name)",
         &st.cfg.node_id},
@@ -243,6 +243,15 @@ main(int argc, char **argv)
 		return rv > 0 ? 0 : 2;
 	if (mhs_log_setup("mhs-store", "store", st.cfg.log_level) != 0)
 		return 2;
+	/* Every key is built in a fixed buffer: a prefix that long would be
+	 * cut, and the store would read and write other keys. */
+	if (st.cfg.prefix[0] == '\0' || strlen(st.cfg.prefix) > 64) {
+		fprintf(stderr,
+		    "mhs-store: --prefix must be 1 to 64 characters (got "
+		    "%zu)\n",
+		    strlen(st.cfg.prefix));
+		return 2;
+	}
 	if (st.cfg.node_id[0] == '\0') {
 		gethostname(hostname, sizeof(hostname) - 1);
 		free(st.cfg.node_id);

@@ -106,7 +106,8 @@ struct rb {
 	size_t written, skipped;
 	int64_t progress_at;
 	int err;
-	/* Each record is unpacked into this arena, emptied after it. */
+	/* Each record is unpacked into this buffer (not the arena above,
+	 * which keeps the folded strings), emptied after it. */
 	ProtobufCAllocator alloc;
 	size_t unpacked;
 	_Alignas(16) uint8_t unpack[RB_UNPACK];
@@ -117,8 +118,11 @@ static void *
 rb_unpack_alloc(void *arg, size_t size)
 {
 	struct rb *b = arg;
-	size_t need = (size + 15) & ~(size_t) 15;
+	size_t need;
 
+	if (size == 0 || size > RB_UNPACK)
+		return malloc(size == 0 ? 1 : size);
+	need = (size + 15) & ~(size_t) 15;
 	if (need <= RB_UNPACK - b->unpacked) {
 		void *p = b->unpack + b->unpacked;
 		b->unpacked += need;
@@ -131,13 +135,13 @@ static void
 rb_unpack_free(void *arg, void *p)
 {
 	struct rb *b = arg;
+	uintptr_t a = (uintptr_t) p, lo = (uintptr_t) b->unpack;
 
-	if ((uint8_t *) p < b->unpack ||
-	    (uint8_t *) p >= b->unpack + RB_UNPACK)
+	if (a < lo || a >= lo + RB_UNPACK)
 		free(p);
 }
 
-/* rb_record decodes one journal record into the arena (NULL: corrupt). */
+/* rb_record decodes one journal record into b->unpack (NULL: corrupt). */
 static Mhs__Store__V1__JournalRecord *
 rb_record(struct rb *b, const void *body, size_t len)
 {

@@ -494,6 +494,9 @@ state_final(long long s)
  * at most every LEASE_CLAIM_MS (leases run for seconds).
  */
 #define LEASE_CLAIM_MS 500
+#define LEASE_MAX                                                             \
+	256 /* messages in one Lease; the script returns at                   \
+	       most as many entries */
 static const char LEASE_LUA[] =
     "local p, consumer, count = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
     "local stream = p .. ':deliver'\n"
@@ -608,11 +611,6 @@ lease_delivery(const char *id, const char *lease_id, const redisReply *h)
 	return d;
 }
 
-/*
- * lease_take turns the lease script's answer into deliveries, with a
- * SENDING record for each message still due; entries of final or
- * vanished messages are acknowledged away.
- */
 static bool
 lease_entry_ok(const redisReply *e)
 {
@@ -636,6 +634,8 @@ lease_hashes(struct store *st, const redisReply *rep, redisReply **h)
 	for (size_t i = 0; i < rep->elements; i++) {
 		const redisReply *e = rep->element[i];
 		const char *argv[2 + LF_N] = {"HMGET", key};
+		/* Fits: main.c keeps the prefix to 64 characters, and the
+		 * ids are the store's own UUIDs, from its stream. */
 
 		if (!lease_entry_ok(e) || e->element[1]->len == 0)
 			continue;
@@ -667,6 +667,11 @@ lease_hashes(struct store *st, const redisReply *rep, redisReply **h)
 	return 0;
 }
 
+/*
+ * lease_take turns the lease script's answer into deliveries, with a
+ * SENDING record for each message still due; entries of final or
+ * vanished messages are acknowledged away.
+ */
 static int
 lease_take(struct st_batch *b, struct st_op *op,
     Mhs__Store__V1__LeaseResponse *resp, const redisReply *rep,
@@ -679,6 +684,18 @@ lease_take(struct st_batch *b, struct st_op *op,
 
 		if (!lease_entry_ok(e))
 			continue;
+		if (e->element[1]->len > 0 &&
+		    (h == NULL || h->type != REDIS_REPLY_ARRAY ||
+		        h->elements != LF_N)) {
+			/* Redis refused the read (an error reply): the entry
+			 * stays pending and is claimed again after the lease
+			 * time. Acknowledging it would lose the message. */
+			mhs_error("lease_read_failed", "%.200s",
+			    h != NULL && h->type == REDIS_REPLY_ERROR
+			        ? h->str
+			        : "unexpected reply");
+			continue;
+		}
 		/* No state: the message vanished (expired, or never here). */
 		if (e->element[1]->len == 0 || lf(h, LF_STATE) == NULL ||
 		    state_final(lf_ll(h, LF_STATE)) ||
@@ -709,8 +726,8 @@ do_lease(struct st_batch *b, struct st_op *op)
 	unsigned max = in->max_messages ? in->max_messages : 16;
 	Mhs__Store__V1__LeaseResponse *resp = malloc(sizeof(*resp));
 
-	if (max > 256)
-		max = 256;
+	if (max > LEASE_MAX)
+		max = LEASE_MAX;
 	if (resp != NULL)
 		mhs__store__v1__lease_response__init(resp);
 	if (resp == NULL ||
@@ -722,13 +739,20 @@ do_lease(struct st_batch *b, struct st_op *op)
 	op->out = &resp->base;
 	op->out_free = lease_free;
 	{
-		redisReply *rep = lease_read(b->st, in, max), *h[512];
+		redisReply *rep = lease_read(b->st, in, max),
+		           *h[LEASE_MAX * 2];
 		size_t n = 0;
 
 		if (rep == NULL || rep->type != REDIS_REPLY_ARRAY ||
-		    rep->elements > 512 || lease_hashes(b->st, rep, h) != 0) {
+		    rep->elements > LEASE_MAX * 2 ||
+		    lease_hashes(b->st, rep, h) != 0) {
 			if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
 				mhs_error("lease_failed", "%.200s", rep->str);
+			else if (rep != NULL)
+				mhs_error("lease_failed",
+				    "unexpected reply to the lease script "
+				    "(type %d, %zu elements)",
+				    rep->type, rep->elements);
 			if (rep != NULL)
 				freeReplyObject(rep);
 			st_op_fail(

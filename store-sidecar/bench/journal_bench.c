@@ -55,8 +55,8 @@ static struct mhs_opt opts[] = {
     {"final", MHS_OPT_BOOL, "false", 0, 0,
         "generate: also a DELIVERED record for every message", &o.final},
     {"lifecycle", MHS_OPT_BOOL, "false", 0, 0,
-        "generate: --records counts records; messages ACCEPTED, SENDING, "
-        "DELIVERED",
+        "generate: --records counts records (up to 2 fewer: messages are "
+        "whole); messages ACCEPTED, SENDING, DELIVERED",
         &o.lifecycle},
     {"waiting-percent", MHS_OPT_INT, "10", 0, 100,
         "generate --lifecycle: messages left waiting (ACCEPTED only)",
@@ -309,7 +309,8 @@ generate(void)
 
 			waiting[n] = !o.final && !o.lifecycle;
 			if (o.lifecycle) {
-				waiting[n] = k % 100 < o.waiting;
+				/* spread: a short run has some of each */
+				waiting[n] = k * 37 % 100 < o.waiting;
 				cost = waiting[n] ? 1 : 3;
 			} else if (o.final)
 				cost = 2;
@@ -326,7 +327,8 @@ generate(void)
 			if (o.lifecycle) {
 				gen_nhs(k / 3 * 7919 % 33333331, nhs[n]);
 				snprintf(ods[n], sizeof(ods[n]), "F%04llX",
-				    k * 2654435761LL % 2000);
+				    (unsigned long long) k * 2654435761ULL %
+				        2000);
 			} else {
 				snprintf(nhs[n], sizeof(nhs[n]), "9434765919");
 				snprintf(ods[n], sizeof(ods[n]), "FA565");

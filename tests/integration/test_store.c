@@ -1256,6 +1256,78 @@ Test(store_recovery, rebuild_leaves_what_record_by_record_replay_leaves,
 }
 
 /*
+ * Every key is built in a fixed buffer, so the store refuses a prefix that
+ * would not fit rather than cut it and touch other keys.
+ */
+Test(store_durability, a_prefix_too_long_is_refused_at_start)
+{
+	char cmd[600], prefix[66];
+	FILE *f;
+	char out[300] = "";
+	int rv;
+
+	memset(prefix, 'p', 65);
+	prefix[65] = '\0';
+	snprintf(cmd, sizeof(cmd),
+	    "%s/store-sidecar/mhs-store --prefix %s --journal-dir "
+	    "/nonexistent 2>&1; echo \"exit=$?\"",
+	    MHS_BUILD_DIR, prefix);
+	cr_assert((f = popen(cmd, "r")) != NULL);
+	rv = (int) fread(out, 1, sizeof(out) - 1, f);
+	pclose(f);
+	out[rv > 0 ? rv : 0] = '\0';
+	cr_assert(strstr(out, "--prefix must be 1 to 64 characters") != NULL,
+	    "no clear error for a 65-character prefix: %s", out);
+	cr_assert(strstr(out, "exit=2") != NULL, "exit status: %s", out);
+	passed = true;
+}
+
+/*
+ * A Lease reads each leased message's hash with HMGET. When Redis answers
+ * that read with an error (here WRONGTYPE: the hash replaced by a string;
+ * in life an ACL change or a busy script), the entry must stay pending and
+ * be claimed again, not be acknowledged as if the message had vanished:
+ * acknowledged, it would never be delivered (review finding, fixed).
+ */
+Test(store_durability, a_lease_read_redis_refuses_is_claimed_again,
+    .fini = teardown, .timeout = 150)
+{
+	static struct rx_msg m[1];
+	char hide[200], fake[200], unhide[200], drop[200];
+
+	it_start(1, "--lease-ms 2000", NULL);
+	stopped_routers[0] = stack_pid(&stk, "router-1");
+	cr_assert(stopped_routers[0] > 0);
+	cr_assert_eq(kill(stopped_routers[0], SIGSTOP), 0);
+	msgs_init(m, 1, "lrf", 3100);
+	submit_all(m, 1);
+	snprintf(hide, sizeof(hide), "RENAME 'mhs:m:{%s}' 'mhs:hidden:{%s}'",
+	    m[0].id, m[0].id);
+	snprintf(fake, sizeof(fake), "SET 'mhs:m:{%s}' not-a-hash", m[0].id);
+	redis_cli(hide);
+	redis_cli(fake);
+	cr_assert_eq(kill(stopped_routers[0], SIGCONT), 0);
+	stopped_routers[0] = 0;
+
+	for (int i = 0; i < 200 && !store_log_has("lease_read_failed"); i++)
+		usleep(100000);
+	cr_assert(store_log_has("lease_read_failed"),
+	    "no Lease met the unreadable hash within 20 s");
+
+	snprintf(drop, sizeof(drop), "DEL 'mhs:m:{%s}'", m[0].id);
+	snprintf(unhide, sizeof(unhide),
+	    "RENAME 'mhs:hidden:{%s}' 'mhs:m:{%s}'", m[0].id, m[0].id);
+	redis_cli(drop);
+	redis_cli(unhide);
+	/* Claimed again once its lease runs out (2 s), then delivered. */
+	wait_states(m, 1, BIT(S_DELIVERED), 60,
+	    "after Redis refused the Lease's read once");
+	sim_saw_each(m, 1);
+	it_stop(true);
+	passed = true;
+}
+
+/*
  * Regression (found by this test, fixed): replaying the journal into an
  * emptied Redis queues every message again from its ACCEPTED record (XADD),
  * whatever its later records say. A message a router was delivering when
