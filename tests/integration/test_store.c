@@ -90,7 +90,10 @@ env_args(const char *name, const char *value)
  * Routers lease for 10 s unless told otherwise, so that a lease whose
  * answer a router never got (a store or Redis that failed mid-batch, a
  * Lease call timed out on a loaded machine) is reclaimed within the
- * tests' waits rather than after the default minute.
+ * tests' waits rather than after the default minute. Likewise a message
+ * that was in flight when Redis lost its data is sent again 10 s after
+ * the rebuild, not 60 (--replay-redelivery-ms; still no shorter than the
+ * lease): a CI run that broke Redis just then waited a minute for it.
  */
 static void
 it_start(int routers, const char *router_args, const char *gateway_args)
@@ -104,7 +107,7 @@ it_start(int routers, const char *router_args, const char *gateway_args)
 	    router_args != NULL ? router_args : "");
 	env_args("MHS_ROUTER_ARGS", rargs);
 	env_args("MHS_GATEWAY_ARGS", gateway_args);
-	env_args("MHS_STORE_ARGS", NULL);
+	env_args("MHS_STORE_ARGS", "--replay-redelivery-ms 10000");
 	env_args("MHS_SIM_ARGS", NULL);
 	env_args("MHS_REDIS_ARGS", redis_args);
 	env_args("MHS_REDIS_SAVE", redis_save);
