@@ -494,9 +494,8 @@ state_final(long long s)
  * at most every LEASE_CLAIM_MS (leases run for seconds).
  */
 #define LEASE_CLAIM_MS 500
-#define LEASE_MAX                                                             \
-	256 /* messages in one Lease; the script returns at                   \
-	       most as many entries */
+/* Messages in one Lease; the script returns at most as many entries. */
+#define LEASE_MAX 256
 static const char LEASE_LUA[] =
     "local p, consumer, count = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
     "local stream = p .. ':deliver'\n"
@@ -741,18 +740,19 @@ do_lease(struct st_batch *b, struct st_op *op)
 	{
 		redisReply *rep = lease_read(b->st, in, max),
 		           *h[LEASE_MAX * 2];
+		bool shape = rep != NULL && rep->type == REDIS_REPLY_ARRAY &&
+		    rep->elements <= LEASE_MAX * 2;
 		size_t n = 0;
 
-		if (rep == NULL || rep->type != REDIS_REPLY_ARRAY ||
-		    rep->elements > LEASE_MAX * 2 ||
-		    lease_hashes(b->st, rep, h) != 0) {
-			if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
-				mhs_error("lease_failed", "%.200s", rep->str);
-			else if (rep != NULL)
-				mhs_error("lease_failed",
-				    "unexpected reply to the lease script "
-				    "(type %d, %zu elements)",
-				    rep->type, rep->elements);
+		if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
+			mhs_error("lease_failed", "%.200s", rep->str);
+		else if (rep != NULL && !shape)
+			mhs_error("lease_failed",
+			    "unexpected reply to the lease script (type %d, "
+			    "%zu elements)",
+			    rep->type, rep->elements);
+		/* lease_hashes logs (redis_lost) when the connection drops. */
+		if (!shape || lease_hashes(b->st, rep, h) != 0) {
 			if (rep != NULL)
 				freeReplyObject(rep);
 			st_op_fail(
