@@ -42,7 +42,8 @@ static struct mhs_opt st_opts[] = {
     {"prefix", MHS_OPT_STR, "mhs", 0, 0,
         "prefix of every Redis key (1 to 64 characters)", &st.cfg.prefix},
     {"node-id", MHS_OPT_STR, "", 0, 0,
-        "this node's name in journal records (default: host name)",
+        "this node's name in journal records, at most 64 characters "
+        "(default: host name)",
         &st.cfg.node_id},
     {"nhs-index-key", MHS_OPT_STR, "", 0, 0,
         "secret keying the NHS number search index (HMAC-SHA256)",
@@ -256,6 +257,11 @@ main(int argc, char **argv)
 		gethostname(hostname, sizeof(hostname) - 1);
 		free(st.cfg.node_id);
 		st.cfg.node_id = strdup(hostname);
+	}
+	if (st.cfg.node_id == NULL || strlen(st.cfg.node_id) > 64) {
+		fprintf(stderr,
+		    "mhs-store: --node-id must be at most 64 characters\n");
+		return 2;
 	}
 	if (st.cfg.nhs_index_key[0] == '\0')
 		mhs_warn("nhs_index_key_unset",

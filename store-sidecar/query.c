@@ -190,7 +190,7 @@ void
 st_do_dead_letters(struct store *st, struct st_op *op)
 {
 	const Mhs__V1__ListDeadLettersRequest *in = (const void *) op->in;
-	char key[128], from[24], to[24];
+	char key[256], from[24], to[24];
 	const char *argv[] = {"LRANGE", key, from, to};
 	Mhs__V1__ListDeadLettersResponse *resp;
 	long long offset;

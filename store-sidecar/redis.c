@@ -513,7 +513,7 @@ replay_one(void *arg, uint64_t seq, const void *body, size_t len)
 static int
 rebuild_marker(struct store *st, const char *cmd)
 {
-	char key[128];
+	char key[256];
 	const char *argv[] = {cmd, key, "1"};
 	redisReply *rep;
 	int rv;
@@ -534,7 +534,7 @@ rebuild_marker(struct store *st, const char *cmd)
 static int
 redis_rebuild(struct store *st)
 {
-	char key[128], num[24];
+	char key[256], num[24];
 	const char *set[] = {"SET", key, num};
 	uint64_t applied = 0;
 	redisReply *rep;
@@ -598,7 +598,7 @@ replay_horizon(struct store *st, uint64_t applied)
 int
 st_redis_replay(struct store *st)
 {
-	char key[128], where[300] = "";
+	char key[256], where[300] = "";
 	const char *get[] = {"GET", key};
 	struct replay rp = {.st = st};
 
@@ -686,7 +686,7 @@ st_redis_replay(struct store *st)
 int
 st_redis_check(struct store *st)
 {
-	char key[128];
+	char key[256];
 	const char *get[] = {"GET", key};
 	redisReply *rep;
 	bool lost;

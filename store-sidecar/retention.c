@@ -37,7 +37,7 @@ static int
 ret_check(struct ret_scan *rs)
 {
 	struct store *st = rs->st;
-	char key[128];
+	char key[256];
 
 	for (size_t i = 0; i < rs->n; i++) {
 		const char *argv[] = {"HGET", key, "state"};

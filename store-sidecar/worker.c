@@ -142,7 +142,7 @@ st_hash_ll(const redisReply *h, const char *name)
 redisReply *
 st_hgetall(struct store *st, const char *id)
 {
-	char key[128];
+	char key[256];
 	const char *argv[] = {"HGETALL", key};
 	redisReply *rep;
 
@@ -817,7 +817,7 @@ static int
 reports_load(struct store *st, Mhs__Store__V1__ReportRequest *const *in,
     size_t n, struct rep_info *info)
 {
-	char key[128];
+	char key[256];
 
 	for (size_t i = 0; i < n; i++) {
 		const char *argv[] = {"HMGET", key, "state", "attempts"};

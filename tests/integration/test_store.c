@@ -1259,10 +1259,10 @@ Test(store_recovery, rebuild_leaves_what_record_by_record_replay_leaves,
 }
 
 /*
- * Every key is built in a fixed buffer, so the store refuses a prefix that
- * would not fit rather than cut it and touch other keys.
+ * Every key is built in a fixed buffer, so the store refuses a prefix or
+ * node id that would not fit rather than cut it and touch other keys.
  */
-Test(store_durability, a_prefix_too_long_is_refused_at_start)
+Test(store_durability, a_prefix_or_node_id_too_long_is_refused_at_start)
 {
 	char cmd[600], prefix[66];
 	FILE *f;
@@ -1281,6 +1281,17 @@ Test(store_durability, a_prefix_too_long_is_refused_at_start)
 	out[rv > 0 ? rv : 0] = '\0';
 	cr_assert(strstr(out, "--prefix must be 1 to 64 characters") != NULL,
 	    "no clear error for a 65-character prefix: %s", out);
+	cr_assert(strstr(out, "exit=2") != NULL, "exit status: %s", out);
+	snprintf(cmd, sizeof(cmd),
+	    "%s/store-sidecar/mhs-store --node-id %s --journal-dir "
+	    "/nonexistent 2>&1; echo \"exit=$?\"",
+	    MHS_BUILD_DIR, prefix);
+	cr_assert((f = popen(cmd, "r")) != NULL);
+	rv = (int) fread(out, 1, sizeof(out) - 1, f);
+	pclose(f);
+	out[rv > 0 ? rv : 0] = '\0';
+	cr_assert(strstr(out, "--node-id must be at most 64") != NULL,
+	    "no clear error for a 65-character node id: %s", out);
 	cr_assert(strstr(out, "exit=2") != NULL, "exit status: %s", out);
 	passed = true;
 }
