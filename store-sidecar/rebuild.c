@@ -47,6 +47,7 @@
 #define RB_INFLIGHT 4   /* chunks written ahead of their replies */
 #define RB_MAXARGS  40
 #define RB_UNPACK   (64 * 1024) /* unpack arena; larger records malloc */
+#define RB_SERVE_MS 2           /* how often queued Submits are answered */
 
 enum {
 	S_ACCEPTED = MHS__V1__MESSAGE_STATE__MESSAGE_STATE_ACCEPTED,
@@ -104,7 +105,7 @@ struct rb {
 	char **entries; /* "id\0entry" pairs to record next chunk */
 	size_t nentries, capentries;
 	size_t written, skipped;
-	int64_t progress_at;
+	int64_t progress_at, serve_at;
 	int err;
 	/* Each record is unpacked into this buffer (not the arena above,
 	 * which keeps the folded strings), emptied after it. */
@@ -139,6 +140,23 @@ rb_unpack_free(void *arg, void *p)
 
 	if (a < lo || a >= lo + RB_UNPACK)
 		free(p);
+}
+
+/*
+ * rb_serve lets Submits in every few ms while the rebuild runs: the worker
+ * answers what is queued, journal only (st_worker_serve_offline), on this
+ * thread, between two records. A record it appends has a sequence past
+ * what pass 1 saw and is replayed after the rebuild.
+ */
+static void
+rb_serve(struct rb *b)
+{
+	int64_t now = mhs_mono_ms();
+
+	if (now < b->serve_at)
+		return;
+	b->serve_at = now + RB_SERVE_MS;
+	st_worker_serve_offline(b->st);
 }
 
 /* rb_record decodes one journal record into b->unpack (NULL: corrupt). */
@@ -340,6 +358,7 @@ rb_fold_one(void *arg, uint64_t seq, const void *body, size_t len)
 	mhs__store__v1__journal_record__free_unpacked(r, &b->alloc);
 	if (b->arena.err != 0)
 		b->err = b->arena.err;
+	rb_serve(b);
 	return b->err;
 }
 
@@ -704,6 +723,7 @@ rb_write_one(void *arg, uint64_t seq, const void *body, size_t len)
 			rb_flush_chunk(b);
 	}
 	mhs__store__v1__journal_record__free_unpacked(r, &b->alloc);
+	rb_serve(b);
 	if (mhs_mono_ms() >= b->progress_at) {
 		b->progress_at = mhs_mono_ms() + 2000;
 		mhs_info("replay_progress",

@@ -546,9 +546,13 @@ redis_rebuild(struct store *st)
 	    (unsigned long long) mhs_journal_last_seq(st->journal));
 	if (rebuild_marker(st, "SET") != 0)
 		return MHS_EUNAVAIL;
-	atomic_store(&st->replaying, true);
+	/* Submits go on meanwhile, journaled only (rebuild.c calls
+	 * st_worker_serve_offline between its steps); they reach Redis by
+	 * the record-by-record replay that follows. */
+	st->rebuild_from = mhs_journal_last_seq(st->journal);
+	atomic_store(&st->rebuilding, true);
 	rv = st_redis_rebuild(st, &applied);
-	atomic_store(&st->replaying, false);
+	atomic_store(&st->rebuilding, false);
 	if (rv != 0) {
 		st_redis_drop(st, "rebuild failed");
 		return rv;
@@ -643,7 +647,11 @@ st_redis_replay(struct store *st)
 		 * message (rebuild.c), unless a rebuild was interrupted. */
 		switch (rebuild_marker(st, "EXISTS")) {
 		case 0:
-			return redis_rebuild(st);
+			if ((rv = redis_rebuild(st)) != 0)
+				return rv;
+			/* Then what was journaled during the rebuild. */
+			rp.applied = st->redis.applied_seq;
+			break;
 		case 1:
 			mhs_warn("replay_resumed",
 			    "an earlier rebuild of Redis was interrupted; "

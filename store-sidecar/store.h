@@ -164,6 +164,10 @@ struct store {
 	atomic_bool redis_ok;
 	atomic_bool backlog_ok; /* Redis down, but the backlog is bounded */
 	atomic_bool replaying;  /* a replay holds the worker: not ready */
+	/* Redis is being rebuilt (rebuild.c): Submits are journaled only,
+	 * between its steps, and count in the backlog from rebuild_from. */
+	atomic_bool rebuilding;
+	uint64_t rebuild_from; /* worker only */
 	struct st_window window;
 	struct mhs_hmac *nhs_mac;  /* worker only: the NHS index key */
 	struct st_apply apply;     /* worker only */
@@ -184,6 +188,12 @@ void st_worker_stop(struct store *st);
 void st_enqueue(struct store *st, struct st_op *op);
 /* Queues ops[0..n-1] at once (one wake-up of the worker). */
 void st_enqueue_many(struct store *st, struct st_op *ops, size_t n);
+/*
+ * st_worker_serve_offline, called by the worker from inside a rebuild of
+ * Redis, answers what is queued without touching Redis: Submits are
+ * journaled (repeats caught by the window), the rest answer 14.
+ */
+void st_worker_serve_offline(struct store *st);
 
 /* redis.c: connection, the apply script, replay. */
 int st_redis_ensure(struct store *st);

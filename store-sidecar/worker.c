@@ -1255,8 +1255,12 @@ static uint64_t
 st_backlog(const struct store *st)
 {
 	uint64_t last = mhs_journal_last_seq(st->journal);
+	uint64_t base = st->redis.applied_seq;
 
-	return last > st->redis.applied_seq ? last - st->redis.applied_seq : 0;
+	/* While rebuilding, what the rebuild writes is not a backlog. */
+	if (atomic_load(&st->rebuilding) && st->rebuild_from > base)
+		base = st->rebuild_from;
+	return last > base ? last - base : 0;
 }
 
 /* batch_without_redis answers every op that needs Redis while it is down. */
@@ -1320,7 +1324,9 @@ worker_batch(struct store *st, struct st_op *ops, size_t nops)
 			        : "journal failed: store not accepting");
 		goto answer;
 	}
-	redis_up = st_redis_ensure(st) == 0;
+	/* Inside a rebuild (st_worker_serve_offline) the connection is the
+	 * rebuild's, mid-pipeline: not a word to Redis. */
+	redis_up = !atomic_load(&st->rebuilding) && st_redis_ensure(st) == 0;
 	t0 = mhs_mono_us();
 	if (redis_up)
 		batch_read(&b, ops, apps, &napps);
@@ -1340,7 +1346,7 @@ worker_batch(struct store *st, struct st_op *ops, size_t nops)
 	/* Durable now: queue the Redis writes (copied), answer every op, and
 	 * only then wait for Redis, so no caller waits for Redis's round trip
 	 * (a later batch reads Redis only after this one's writes). */
-	if (rv == 0 && st->redis.c != NULL)
+	if (rv == 0 && redis_up && st->redis.c != NULL)
 		pending = batch_apply(&b);
 	else if (rv == 0)
 		atomic_fetch_add(&st->stats.journal_only_appends, b.n);
@@ -1366,6 +1372,29 @@ answer:
 		free(b.acks[i]);
 	free(b.acks);
 	free(apps);
+}
+
+static void worker_health(struct store *st);
+
+void
+st_worker_serve_offline(struct store *st)
+{
+	struct st_op *ops, **pp;
+	size_t n = 0;
+
+	pthread_mutex_lock(&st->lock);
+	ops = st->head;
+	for (pp = &st->head; *pp != NULL && n < (size_t) st->cfg.max_batch;
+	     pp = &(*pp)->next)
+		n++;
+	st->head = *pp;
+	*pp = NULL;
+	if (st->head == NULL)
+		st->tail = &st->head;
+	pthread_mutex_unlock(&st->lock);
+	if (n > 0)
+		worker_batch(st, ops, n);
+	worker_health(st);
 }
 
 /* worker_health refreshes what readiness reads (store.h). */
