@@ -145,8 +145,9 @@ rb_unpack_free(void *arg, void *p)
 /*
  * rb_serve lets Submits in every few ms while the rebuild runs: the worker
  * answers what is queued, journal only (st_worker_serve_offline), on this
- * thread, between two records. A record it appends has a sequence past
- * what pass 1 saw and is replayed after the rebuild.
+ * thread, between two records. A record it appends is folded by pass 1
+ * if that scan reaches it; past pass 1's last record, pass 2 skips it and
+ * the record-by-record replay after the rebuild applies it.
  */
 static void
 rb_serve(struct rb *b)
