@@ -104,24 +104,34 @@ Test(spfix_listen, a_listener_stuck_by_a_mid_handshake_close_is_restarted)
 	cr_assert_eq(
 	    mhs_listen_guard_start(&g, rep, &l, url, nng_req0_open), 0);
 	cr_assert_not_null(g, "ipc:// listeners are guarded");
-	/* One close breaks the listener about half the time (measured). */
-	for (int i = 0; i < 20; i++)
-		raw_connect_close();
-
-	cr_assert_eq(nng_req0_open(&req), 0);
-	cr_assert_eq(nng_dial(req, url, NULL, NNG_FLAG_NONBLOCK), 0);
-	for (int64_t t0 = mhs_mono_ms();
-	     !answered && mhs_mono_ms() - t0 < 10000;)
-		answered = ask(req);
-	cr_assert(answered,
-	    "no answer within 10 s (the listener stayed stuck; %u restarts)",
-	    mhs_listen_guard_restarts(g));
+	/*
+	 * One close breaks the listener about half the time (measured), twenty
+	 * nearly always; on a loaded machine (CI runs tests two at a time) a
+	 * round can miss, so up to five rounds, each with a new client: an
+	 * answer must come within 10 s, and some round must have needed the
+	 * guard's restart.
+	 */
+	for (int round = 0; round < 5 && mhs_listen_guard_restarts(g) == 0;
+	     round++) {
+		for (int i = 0; i < 20; i++)
+			raw_connect_close();
+		cr_assert_eq(nng_req0_open(&req), 0);
+		cr_assert_eq(nng_dial(req, url, NULL, NNG_FLAG_NONBLOCK), 0);
+		answered = false;
+		for (int64_t t0 = mhs_mono_ms();
+		     !answered && mhs_mono_ms() - t0 < 10000;)
+			answered = ask(req);
+		nng_close(req);
+		cr_assert(answered,
+		    "round %d: no answer within 10 s (the listener stayed "
+		    "stuck; %u restarts)",
+		    round + 1, mhs_listen_guard_restarts(g));
+	}
 	cr_assert_geq(mhs_listen_guard_restarts(g), 1,
-	    "answered without a restart: is nng's ipc bug gone? then spfix "
-	    "can go too");
+	    "five rounds answered without a restart: is nng's ipc bug gone? "
+	    "then spfix can go too");
 
 	mhs_listen_guard_stop(g);
-	nng_close(req);
 	nng_close(rep);
 	pthread_join(echo, NULL);
 	paths_fini();
