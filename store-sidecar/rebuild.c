@@ -150,10 +150,8 @@ rb_unpack_free(void *arg, void *p)
  * the record-by-record replay after the rebuild applies it.
  */
 static void
-rb_serve(struct rb *b)
+rb_serve(struct rb *b, int64_t now)
 {
-	int64_t now = mhs_mono_ms();
-
 	if (now < b->serve_at)
 		return;
 	b->serve_at = now + RB_SERVE_MS;
@@ -359,7 +357,7 @@ rb_fold_one(void *arg, uint64_t seq, const void *body, size_t len)
 	mhs__store__v1__journal_record__free_unpacked(r, &b->alloc);
 	if (b->arena.err != 0)
 		b->err = b->arena.err;
-	rb_serve(b);
+	rb_serve(b, mhs_mono_ms());
 	return b->err;
 }
 
@@ -701,6 +699,7 @@ rb_write_one(void *arg, uint64_t seq, const void *body, size_t len)
 	struct rb *b = arg;
 	Mhs__Store__V1__JournalRecord *r;
 	struct rb_msg *m;
+	int64_t now;
 	bool wrote;
 
 	if (seq > b->last_seq)
@@ -724,9 +723,10 @@ rb_write_one(void *arg, uint64_t seq, const void *body, size_t len)
 			rb_flush_chunk(b);
 	}
 	mhs__store__v1__journal_record__free_unpacked(r, &b->alloc);
-	rb_serve(b);
-	if (mhs_mono_ms() >= b->progress_at) {
-		b->progress_at = mhs_mono_ms() + 2000;
+	now = mhs_mono_ms();
+	rb_serve(b, now);
+	if (now >= b->progress_at) {
+		b->progress_at = now + 2000;
 		mhs_info("replay_progress",
 		    "rebuilding Redis: record %llu of %llu, %zu messages "
 		    "written",

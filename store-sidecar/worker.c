@@ -618,6 +618,13 @@ lease_entry_ok(const redisReply *e)
 	    e->element[1]->type == REDIS_REPLY_STRING;
 }
 
+/* lease_has_id: an entry naming a message (its hash is read). */
+static bool
+lease_has_id(const redisReply *e)
+{
+	return lease_entry_ok(e) && e->element[1]->len > 0;
+}
+
 /*
  * lease_hashes reads the hash of each leased message, in one pipeline:
  * h[i] for rep's entry i (NULL for an entry without a message id).
@@ -636,7 +643,7 @@ lease_hashes(struct store *st, const redisReply *rep, redisReply **h)
 		/* Fits: main.c keeps the prefix to 64 characters, and the
 		 * ids are the store's own UUIDs, from its stream. */
 
-		if (!lease_entry_ok(e) || e->element[1]->len == 0)
+		if (!lease_has_id(e))
 			continue;
 		snprintf(key, sizeof(key), "%s:m:{%s}", st->cfg.prefix,
 		    e->element[1]->str);
@@ -652,7 +659,7 @@ lease_hashes(struct store *st, const redisReply *rep, redisReply **h)
 	for (size_t i = 0; i < rep->elements && n > 0; i++) {
 		const redisReply *e = rep->element[i];
 
-		if (!lease_entry_ok(e) || e->element[1]->len == 0)
+		if (!lease_has_id(e))
 			continue;
 		if (redisGetReply(st->redis.c, (void **) &h[i]) != REDIS_OK) {
 			st_redis_drop(st, st->redis.c->errstr);
@@ -683,7 +690,7 @@ lease_take(struct st_batch *b, struct st_op *op,
 
 		if (!lease_entry_ok(e))
 			continue;
-		if (e->element[1]->len > 0 &&
+		if (lease_has_id(e) &&
 		    (h == NULL || h->type != REDIS_REPLY_ARRAY ||
 		        h->elements != LF_N)) {
 			/* Redis refused the read (an error reply): the entry
@@ -1375,24 +1382,36 @@ answer:
 }
 
 static void worker_health(struct store *st);
+static size_t ops_count(const struct st_op *ops);
 
-void
-st_worker_serve_offline(struct store *st)
+/* queue_take takes up to max_batch ops off the queue (st->lock held). */
+static struct st_op *
+queue_take(struct store *st)
 {
-	struct st_op *ops, **pp;
+	struct st_op *ops = st->head, **pp = &st->head;
 	size_t n = 0;
 
-	pthread_mutex_lock(&st->lock);
-	ops = st->head;
-	for (pp = &st->head; *pp != NULL && n < (size_t) st->cfg.max_batch;
-	     pp = &(*pp)->next)
+	while (*pp != NULL && n < (size_t) st->cfg.max_batch) {
+		pp = &(*pp)->next;
 		n++;
+	}
 	st->head = *pp;
 	*pp = NULL;
 	if (st->head == NULL)
 		st->tail = &st->head;
+	return ops;
+}
+
+void
+st_worker_serve_offline(struct store *st)
+{
+	struct st_op *ops;
+	size_t n;
+
+	pthread_mutex_lock(&st->lock);
+	ops = queue_take(st);
 	pthread_mutex_unlock(&st->lock);
-	if (n > 0)
+	if ((n = ops_count(ops)) > 0)
 		worker_batch(st, ops, n);
 	worker_health(st);
 }
@@ -1520,8 +1539,8 @@ worker_main(void *arg)
 
 	pthread_mutex_lock(&st->lock);
 	while (!st->stop) {
-		struct st_op *ops, **pp = &st->head, *rest;
-		size_t n = 0;
+		struct st_op *ops;
+		size_t n;
 		bool busy;
 
 		/* Nothing queued: wait for work. With Leases held back, wait
@@ -1540,17 +1559,7 @@ worker_main(void *arg)
 			}
 			pthread_cond_timedwait(&st->cv, &st->lock, &ts);
 		}
-		/* Take up to max_batch ops off the queue. */
-		ops = st->head;
-		while (*pp != NULL && n < (size_t) st->cfg.max_batch) {
-			pp = &(*pp)->next;
-			n++;
-		}
-		rest = *pp;
-		*pp = NULL;
-		st->head = rest;
-		if (rest == NULL)
-			st->tail = &st->head;
+		ops = queue_take(st);
 		/* Busy: Submits are waiting for this very batch. */
 		busy = st->cfg.lease_defer_ms > 0 && ops_have_append(ops);
 		pthread_mutex_unlock(&st->lock);

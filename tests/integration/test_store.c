@@ -1268,41 +1268,41 @@ Test(store_recovery, rebuild_leaves_what_record_by_record_replay_leaves,
 	passed = true;
 }
 
+/* store_refuses: mhs-store's output with one bad flag, and its exit. */
+static void
+store_refuses(const char *flag, const char *value, const char *expect)
+{
+	char cmd[600], out[300] = "";
+	FILE *f;
+	int rv;
+
+	snprintf(cmd, sizeof(cmd),
+	    "%s/store-sidecar/mhs-store %s %s --journal-dir /nonexistent "
+	    "2>&1; echo \"exit=$?\"",
+	    MHS_BUILD_DIR, flag, value);
+	cr_assert((f = popen(cmd, "r")) != NULL);
+	rv = (int) fread(out, 1, sizeof(out) - 1, f);
+	pclose(f);
+	out[rv > 0 ? rv : 0] = '\0';
+	cr_assert(strstr(out, expect) != NULL,
+	    "no clear error for a %zu-character %s: %s", strlen(value), flag,
+	    out);
+	cr_assert(strstr(out, "exit=2") != NULL, "exit status: %s", out);
+}
+
 /*
  * Every key is built in a fixed buffer, so the store refuses a prefix or
  * node id that would not fit rather than cut it and touch other keys.
  */
 Test(store_durability, a_prefix_or_node_id_too_long_is_refused_at_start)
 {
-	char cmd[600], prefix[66];
-	FILE *f;
-	char out[300] = "";
-	int rv;
+	char long65[66];
 
-	memset(prefix, 'p', 65);
-	prefix[65] = '\0';
-	snprintf(cmd, sizeof(cmd),
-	    "%s/store-sidecar/mhs-store --prefix %s --journal-dir "
-	    "/nonexistent 2>&1; echo \"exit=$?\"",
-	    MHS_BUILD_DIR, prefix);
-	cr_assert((f = popen(cmd, "r")) != NULL);
-	rv = (int) fread(out, 1, sizeof(out) - 1, f);
-	pclose(f);
-	out[rv > 0 ? rv : 0] = '\0';
-	cr_assert(strstr(out, "--prefix must be 1 to 64 characters") != NULL,
-	    "no clear error for a 65-character prefix: %s", out);
-	cr_assert(strstr(out, "exit=2") != NULL, "exit status: %s", out);
-	snprintf(cmd, sizeof(cmd),
-	    "%s/store-sidecar/mhs-store --node-id %s --journal-dir "
-	    "/nonexistent 2>&1; echo \"exit=$?\"",
-	    MHS_BUILD_DIR, prefix);
-	cr_assert((f = popen(cmd, "r")) != NULL);
-	rv = (int) fread(out, 1, sizeof(out) - 1, f);
-	pclose(f);
-	out[rv > 0 ? rv : 0] = '\0';
-	cr_assert(strstr(out, "--node-id must be at most 64") != NULL,
-	    "no clear error for a 65-character node id: %s", out);
-	cr_assert(strstr(out, "exit=2") != NULL, "exit status: %s", out);
+	memset(long65, 'p', 65);
+	long65[65] = '\0';
+	store_refuses(
+	    "--prefix", long65, "--prefix must be 1 to 64 characters");
+	store_refuses("--node-id", long65, "--node-id must be at most 64");
 	passed = true;
 }
 
