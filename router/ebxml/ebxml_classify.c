@@ -19,10 +19,11 @@
 #include "error.h"
 
 /* XPath for the rare replies (errors, faults); child paths for the rest. */
-#define HDR   "/soap:Envelope/soap:Header/"
-#define FAULT "/soap:Envelope/soap:Body/soap:Fault"
-#define ENV   "soap:Envelope"
-#define PHDR  ENV "/soap:Header/"
+#define HDR     "/soap:Envelope/soap:Header/"
+#define FAULT   "/soap:Envelope/soap:Body/soap:Fault"
+#define ENV     "soap:Envelope"
+#define PHDR    ENV "/soap:Header/"
+#define ACK_REF PHDR "eb:Acknowledgment/eb:RefToMessageId"
 
 struct why {
 	char *text; /* may be NULL */
@@ -138,14 +139,11 @@ soap_fault(struct ebxml_doc *d, struct why *w)
 	return retriable ? MHS_EBXML_RETRY : MHS_EBXML_FAILED;
 }
 
+/* An eb:Acknowledgment whose RefToMessageId (cut to 127 bytes) is ref. */
 static enum mhs_ebxml_verdict
 acknowledgment(
-    struct ebxml_doc *d, int status, const char *message_id, struct why *w)
+    const char *ref, int status, const char *message_id, struct why *w)
 {
-	char ref[128];
-
-	ebxml_doc_find_text(d, NULL,
-	    PHDR "eb:Acknowledgment/eb:RefToMessageId", ref, sizeof(ref));
 	if (status != 202) {
 		why_add(w, "HTTP %d with an eb:Acknowledgment", status);
 		return MHS_EBXML_UNEXPECTED;
@@ -172,8 +170,39 @@ doc_classify(struct ebxml_doc *d, int status, const char *message_id,
 		return error_list(d, status, w);
 	if (ebxml_doc_has_path(d, ENV "/soap:Body/soap:Fault"))
 		return soap_fault(d, w);
-	if (ebxml_doc_has_path(d, PHDR "eb:Acknowledgment"))
-		return acknowledgment(d, status, message_id, w);
+	if (ebxml_doc_has_path(d, PHDR "eb:Acknowledgment")) {
+		char ref[128];
+
+		ebxml_doc_find_text(d, NULL, ACK_REF, ref, sizeof(ref));
+		return acknowledgment(ref, status, message_id, w);
+	}
+	return by_status(
+	    status, expect_ack, "without an eb:Acknowledgment", w);
+}
+
+enum { Q_ENV, Q_ERRORS, Q_FAULT, Q_ACK, Q_REF, Q_N };
+
+/*
+ * doc_classify's verdict from one SAX pass, no tree: what every ack
+ * costs. Error lists and faults, whose details doc_classify reads with
+ * XPath, are left to it: *ask_dom is set and nothing is decided.
+ */
+static enum mhs_ebxml_verdict
+scan_classify(const struct ebxml_query *q, int status, const char *message_id,
+    bool expect_ack, struct why *w, bool *ask_dom)
+{
+	char ref[128];
+
+	*ask_dom = q[Q_ERRORS].found || q[Q_FAULT].found;
+	if (*ask_dom)
+		return MHS_EBXML_UNEXPECTED;
+	if (!q[Q_ENV].found)
+		return by_status(
+		    status, expect_ack, "without a SOAP envelope", w);
+	if (q[Q_ACK].found) {
+		ebxml_query_text(&q[Q_REF], ref, sizeof(ref));
+		return acknowledgment(ref, status, message_id, w);
+	}
 	return by_status(
 	    status, expect_ack, "without an eb:Acknowledgment", w);
 }
@@ -214,10 +243,19 @@ mhs_ebxml_classify(int http_status, const char *content_type, const void *body,
     size_t reasonlen)
 {
 	struct why w = {reasonlen > 0 ? reason : NULL, reasonlen};
+	struct ebxml_query q[Q_N] = {
+	    [Q_ENV] = {.path = ENV},
+	    [Q_ERRORS] = {.path = PHDR "eb:ErrorList"},
+	    [Q_FAULT] = {.path = ENV "/soap:Body/soap:Fault"},
+	    [Q_ACK] = {.path = PHDR "eb:Acknowledgment"},
+	    [Q_REF] = {.path = ACK_REF, .want = EBXML_WANT_TEXT},
+	};
 	struct ebxml_doc d;
 	enum mhs_ebxml_verdict v;
 	const char *xml;
 	size_t xlen;
+	bool unsure, ask_dom;
+	int rv;
 
 	if (w.text != NULL)
 		w.text[0] = '\0';
@@ -228,7 +266,15 @@ mhs_ebxml_classify(int http_status, const char *content_type, const void *body,
 		return by_status(
 		    http_status, expect_ack, "with an oversized body", &w);
 	reply_xml(content_type, body, len, &xml, &xlen);
-	if (xlen == 0 || ebxml_doc_parse(&d, xml, xlen) != 0)
+	rv = xlen == 0 ? MHS_EINVAL : ebxml_scan(xml, xlen, q, Q_N, &unsure);
+	v = rv != 0
+	    ? by_status(http_status, expect_ack, "without an ebXML body", &w)
+	    : scan_classify(
+	          q, http_status, message_id, expect_ack, &w, &ask_dom);
+	ebxml_queries_fini(q, Q_N);
+	if (rv != 0 || !ask_dom)
+		return v;
+	if (ebxml_doc_parse(&d, xml, xlen) != 0)
 		return by_status(
 		    http_status, expect_ack, "without an ebXML body", &w);
 	v = doc_classify(&d, http_status, message_id, expect_ack, &w);

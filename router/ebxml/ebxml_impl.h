@@ -117,6 +117,49 @@ int ebxml_doc_find_text(struct ebxml_doc *d, xmlNodePtr at, const char *path,
 int ebxml_attr_text(
     xmlNodePtr n, const char *prefix, const char *name, char *out, size_t cap);
 
+/* libxml2 initialised (once); MHS_ENOMEM if it could not be. */
+int ebxml_xml_init(void);
+
+/* The namespace URI of a query prefix (len bytes); NULL: unknown. */
+const char *ebxml_prefix_ns(const char *prefix, size_t len);
+
+/* Copies s trimmed into out; MHS_ETOOBIG when it had to cut. */
+int ebxml_text_copy(const char *s, char *out, size_t cap);
+
+/* ---- one SAX pass, no tree (ebxml_scan.c) ---- */
+
+enum ebxml_want {
+	EBXML_WANT_NODE,     /* whether the path finds an element */
+	EBXML_WANT_TEXT,     /* and the first one's text */
+	EBXML_WANT_CID_HREF, /* the first whose xlink:href starts "cid:" */
+};
+
+struct ebxml_query {
+	const char *path; /* child path from the document, as ebxml_doc_find */
+	enum ebxml_want want;
+	/* answers */
+	bool found;
+	struct mhs_buf text; /* TEXT: untrimmed; CID_HREF: the href, trimmed */
+};
+
+#define EBXML_SCAN_MAX 16
+
+/*
+ * ebxml_scan reads len bytes of XML as ebxml_doc_parse would (same bound,
+ * options and DTD refusal), building no tree, and answers the n queries
+ * (at most EBXML_SCAN_MAX) as ebxml_doc_find on the DOM would. unsure:
+ * an answer needs the DOM (an attribute value with a reference); ask it
+ * there. Returns 0, MHS_EINVAL (not well-formed, a DTD, a path without
+ * prefixes or deeper than 8 steps), MHS_ETOOBIG or MHS_ENOMEM; free the
+ * answers with ebxml_queries_fini.
+ */
+int ebxml_scan(const char *xml, size_t len, struct ebxml_query *qs, size_t n,
+    bool *unsure);
+void ebxml_queries_fini(struct ebxml_query *qs, size_t n);
+
+/* A TEXT query's text, as ebxml_doc_find_text would copy it. */
+int ebxml_query_text(const struct ebxml_query *q, char *out, size_t cap);
+
 /* ---- text ---- */
 
 /* Valid UTF-8 without control characters other than TAB, LF, CR. */

@@ -55,6 +55,7 @@ static const struct field fields[] = {
     FIELD("eb:MessageData/eb:Timestamp", "eb:Timestamp", timestamp),
 };
 
+/* The DOM's answers (when the scan is unsure). */
 static int
 envelope_read(struct ebxml_doc *d, struct mhs_ebxml_request *out, char *reason,
     size_t cap)
@@ -110,6 +111,13 @@ cid_reference(xmlNodePtr n, void *arg)
 	return c->rv != MHS_ENOTFOUND && strncmp(c->href, "cid:", 4) == 0;
 }
 
+/* href without "cid:", stripped as a Content-Id is. */
+static void
+cid_strip(const char *href, char *out, size_t cap)
+{
+	ebxml_id_strip(href + 4, strlen(href + 4), out, cap);
+}
+
 /* The Manifest's first cid: reference, or "" when there is none. */
 static void
 manifest_cid(struct ebxml_doc *d, char *out, size_t cap)
@@ -122,18 +130,16 @@ manifest_cid(struct ebxml_doc *d, char *out, size_t cap)
 	        cid_reference, &c) == NULL ||
 	    c.rv != 0)
 		return;
-	ebxml_id_strip(c.href + 4, strlen(c.href + 4), out, cap);
+	cid_strip(c.href, out, cap);
 }
 
 static int
-payload_find(struct ebxml_doc *d, const struct ebxml_part *parts, size_t n,
+payload_find(const char *cid, const struct ebxml_part *parts, size_t n,
     const struct ebxml_part *start, struct mhs_ebxml_request *out,
     char *reason, size_t cap)
 {
 	const struct ebxml_part *p = NULL;
-	char cid[256];
 
-	manifest_cid(d, cid, sizeof(cid));
 	if (cid[0] != '\0' && (p = part_by_id(parts, n, cid)) == NULL)
 		return fail(reason, cap, MHS_EINVAL,
 		    "eb:Manifest references a missing MIME part");
@@ -146,14 +152,125 @@ payload_find(struct ebxml_doc *d, const struct ebxml_part *parts, size_t n,
 	return 0;
 }
 
+/* What is not well-formed or too large, in the caller's words. */
+struct header_words {
+	const char *too_big, *malformed;
+};
+
+static int
+parse_fail(char *reason, size_t cap, int rv, const struct header_words *w)
+{
+	return fail(reason, cap, rv,
+	    rv == MHS_ETOOBIG      ? w->too_big
+	        : rv == MHS_ENOMEM ? "out of memory"
+	                           : w->malformed);
+}
+
+/* envelope_read and manifest_cid on a tree: the scan's fallback. */
+static int
+header_dom(const char *xml, size_t len, struct mhs_ebxml_request *out,
+    char *cid, size_t cidcap, char *reason, size_t cap,
+    const struct header_words *w)
+{
+	struct ebxml_doc d;
+	int rv;
+
+	if ((rv = ebxml_doc_parse(&d, xml, len)) != 0)
+		return parse_fail(reason, cap, rv, w);
+	if ((rv = envelope_read(&d, out, reason, cap)) == 0 && cid != NULL)
+		manifest_cid(&d, cid, cidcap);
+	ebxml_doc_fini(&d);
+	return rv;
+}
+
+enum {
+	Q_HEADER,
+	Q_FIELD0,
+	Q_DUP = Q_FIELD0 + sizeof(fields) / sizeof(fields[0]),
+	Q_ACK,
+	Q_SYNC,
+	Q_CID,
+	Q_N
+};
+
+/* The scan's answers into out and cid, in envelope_read's order. */
+static int
+header_answers(const struct ebxml_query *q, struct mhs_ebxml_request *out,
+    char *cid, size_t cidcap, char *reason, size_t cap)
+{
+	char msg[96], href[300];
+
+	if (!q[Q_HEADER].found)
+		return fail(reason, cap, MHS_EINVAL,
+		    "no SOAP Envelope/Header/eb:MessageHeader");
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		const struct field *f = &fields[i];
+
+		if (ebxml_query_text(&q[Q_FIELD0 + i], (char *) out + f->off,
+		        f->cap) == MHS_ETOOBIG) {
+			snprintf(msg, sizeof(msg), "%s too long", f->name);
+			return fail(reason, cap, MHS_EINVAL, msg);
+		}
+	}
+	out->duplicate_elimination = q[Q_DUP].found;
+	out->ack_requested = q[Q_ACK].found;
+	out->sync_reply = q[Q_SYNC].found;
+	if (cid != NULL) {
+		cid[0] = '\0';
+		/* manifest_cid's rule: a reference cut short is none. */
+		if (q[Q_CID].found &&
+		    ebxml_text_copy(q[Q_CID].text.data, href, sizeof(href)) ==
+		        0)
+			cid_strip(href, cid, cidcap);
+	}
+	return 0;
+}
+
+/*
+ * header_read fills out's header fields from the ebXML header xml (and
+ * cid, when not NULL, from its Manifest), in one SAX pass when it can,
+ * through the DOM when the scan is unsure: the same answers either way.
+ */
+static int
+header_read(const char *xml, size_t len, struct mhs_ebxml_request *out,
+    char *cid, size_t cidcap, char *reason, size_t cap,
+    const struct header_words *w)
+{
+	struct ebxml_query q[Q_N];
+	size_t n = cid != NULL ? Q_N : Q_CID;
+	bool unsure;
+	int rv;
+
+	memset(q, 0, sizeof(q));
+	q[Q_HEADER] = (struct ebxml_query) {.path = HDR "eb:MessageHeader"};
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		q[Q_FIELD0 + i] = (struct ebxml_query) {
+		    .path = fields[i].expr, .want = EBXML_WANT_TEXT};
+	q[Q_DUP] = (struct ebxml_query) {.path = MH "eb:DuplicateElimination"};
+	q[Q_ACK] = (struct ebxml_query) {.path = HDR "eb:AckRequested"};
+	q[Q_SYNC] = (struct ebxml_query) {.path = HDR "eb:SyncReply"};
+	q[Q_CID] = (struct ebxml_query) {
+	    .path = "soap:Envelope/soap:Body/eb:Manifest/eb:Reference",
+	    .want = EBXML_WANT_CID_HREF};
+	if ((rv = ebxml_scan(xml, len, q, n, &unsure)) != 0)
+		rv = parse_fail(reason, cap, rv, w);
+	else if (unsure)
+		rv = header_dom(xml, len, out, cid, cidcap, reason, cap, w);
+	else
+		rv = header_answers(q, out, cid, cidcap, reason, cap);
+	ebxml_queries_fini(q, n);
+	return rv;
+}
+
 static int
 multipart_read(const char *ct, const char *body, size_t len,
     struct mhs_ebxml_request *out, char *reason, size_t cap)
 {
+	static const struct header_words w = {"ebXML header part too large",
+	    "ebXML header is not well-formed XML"};
 	struct ebxml_part parts[MHS_EBXML_MAX_PARTS];
 	const struct ebxml_part *start = NULL;
-	struct ebxml_doc d;
-	char boundary[128], sid[256];
+	char boundary[128], sid[256], cid[256];
 	size_t n;
 	int rv;
 
@@ -173,30 +290,20 @@ multipart_read(const char *ct, const char *body, size_t len,
 			return fail(reason, cap, MHS_EINVAL,
 			    "no MIME part matches the start parameter");
 	}
-	if ((rv = ebxml_doc_parse(&d, start->data, start->len)) != 0)
-		return fail(reason, cap, rv,
-		    rv == MHS_ETOOBIG ? "ebXML header part too large"
-		                      : "ebXML header is not well-formed XML");
-	if ((rv = envelope_read(&d, out, reason, cap)) == 0)
-		rv = payload_find(&d, parts, n, start, out, reason, cap);
-	ebxml_doc_fini(&d);
-	return rv;
+	if ((rv = header_read(start->data, start->len, out, cid, sizeof(cid),
+	         reason, cap, &w)) != 0)
+		return rv;
+	return payload_find(cid, parts, n, start, out, reason, cap);
 }
 
 static int
 bare_read(const char *body, size_t len, struct mhs_ebxml_request *out,
     char *reason, size_t cap)
 {
-	struct ebxml_doc d;
-	int rv;
+	static const struct header_words w = {
+	    "SOAP envelope too large", "body is not well-formed XML"};
 
-	if ((rv = ebxml_doc_parse(&d, body, len)) != 0)
-		return fail(reason, cap, rv,
-		    rv == MHS_ETOOBIG ? "SOAP envelope too large"
-		                      : "body is not well-formed XML");
-	rv = envelope_read(&d, out, reason, cap);
-	ebxml_doc_fini(&d);
-	return rv;
+	return header_read(body, len, out, NULL, 0, reason, cap, &w);
 }
 
 int

@@ -190,6 +190,13 @@ xml_compiled(struct xml_thread *t, const char *expr)
 	return e->comp;
 }
 
+int
+ebxml_xml_init(void)
+{
+	pthread_once(&xml_once, xml_init);
+	return xml_key_err != 0 ? MHS_ENOMEM : 0;
+}
+
 size_t
 ebxml_xpath_cached(void)
 {
@@ -262,9 +269,8 @@ ebxml_doc_has(struct ebxml_doc *d, xmlNodePtr at, const char *expr)
 	return o != NULL;
 }
 
-/* Copies s trimmed into out; MHS_ETOOBIG when it had to cut. */
-static int
-text_copy(const char *s, char *out, size_t cap)
+int
+ebxml_text_copy(const char *s, char *out, size_t cap)
 {
 	size_t len;
 
@@ -292,7 +298,7 @@ node_text(xmlNodePtr n, char *out, size_t cap)
 
 	if (s == NULL)
 		return MHS_ENOMEM;
-	rv = text_copy((const char *) s, out, cap);
+	rv = ebxml_text_copy((const char *) s, out, cap);
 	xmlFree(s);
 	return rv;
 }
@@ -314,9 +320,8 @@ ebxml_doc_text(struct ebxml_doc *d, xmlNodePtr at, const char *expr, char *out,
 
 /* ---- child paths, without XPath ---- */
 
-/* The namespace URI of a path step's prefix (len bytes); NULL: unknown. */
-static const char *
-step_ns(const char *prefix, size_t len)
+const char *
+ebxml_prefix_ns(const char *prefix, size_t len)
 {
 	for (size_t i = 0; i < XML_NS_N; i++)
 		if (strlen(xml_ns[i][0]) == len &&
@@ -333,7 +338,7 @@ step_match(xmlNodePtr n, const char *step, const char *end)
 	const char *ns;
 
 	if (n->type != XML_ELEMENT_NODE || n->ns == NULL || colon == NULL ||
-	    (ns = step_ns(step, (size_t) (colon - step))) == NULL)
+	    (ns = ebxml_prefix_ns(step, (size_t) (colon - step))) == NULL)
 		return false;
 	colon++;
 	return strlen((const char *) n->name) == (size_t) (end - colon) &&
@@ -396,7 +401,7 @@ int
 ebxml_attr_text(
     xmlNodePtr n, const char *prefix, const char *name, char *out, size_t cap)
 {
-	const char *ns = step_ns(prefix, strlen(prefix));
+	const char *ns = ebxml_prefix_ns(prefix, strlen(prefix));
 	xmlChar *s;
 	int rv;
 
@@ -405,7 +410,7 @@ ebxml_attr_text(
 	    (s = xmlGetNsProp(
 	         n, (const xmlChar *) name, (const xmlChar *) ns)) == NULL)
 		return MHS_ENOTFOUND;
-	rv = text_copy((const char *) s, out, cap);
+	rv = ebxml_text_copy((const char *) s, out, cap);
 	xmlFree(s);
 	return rv;
 }

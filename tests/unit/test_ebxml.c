@@ -7,6 +7,9 @@
  *    never matter, namespaces do, and garbage never crashes or delivers.
  *  - ebxml_parse: the §5.1 example as the MHS sends it (bare LF, unbracketed
  *    start), every truncation of a request, DTDs refused.
+ *  - ebxml_scan: the one-pass SAX answers (no tree) are the DOM's, path
+ *    by path and text by text, on every fixture; what it cannot decide
+ *    (a reference in an href) is answered through the DOM.
  *  - ebxml_xpath: a query through the per-thread compiled-expression cache
  *    finds exactly the nodes a fresh libxml2 context and an uncompiled
  *    evaluation find, from the document and from a node, first time and
@@ -1411,4 +1414,149 @@ Test(ebxml_xpath, threads_parsing_at_once_get_one_threads_answers)
 	cr_assert_eq(atomic_load(&xp_wrong), 0, "%d wrong answers",
 	    atomic_load(&xp_wrong));
 	free(fault);
+}
+
+/* ---- the SAX scan: the DOM's answers without a tree ---- */
+
+/* Every child path's answer from ebxml_scan is ebxml_doc_find's. */
+static int
+assert_scan_same(const char *xml)
+{
+	enum { N = sizeof(child_paths) / sizeof(*child_paths) };
+	static const size_t caps[] = {128, 4};
+	struct ebxml_query q[N];
+	struct ebxml_doc d;
+	bool unsure;
+	int found = 0;
+
+	cr_assert_leq(N, EBXML_SCAN_MAX);
+	memset(q, 0, sizeof(q));
+	for (size_t i = 0; i < N; i++)
+		q[i] = (struct ebxml_query) {
+		    .path = child_paths[i], .want = EBXML_WANT_TEXT};
+	cr_assert_eq(ebxml_doc_parse(&d, xml, strlen(xml)), 0);
+	cr_assert_eq(ebxml_scan(xml, strlen(xml), q, N, &unsure), 0);
+	cr_assert_not(unsure);
+	for (size_t i = 0; i < N; i++) {
+		xmlNodePtr n = ebxml_doc_find(&d, NULL, q[i].path, NULL, NULL);
+
+		cr_assert_eq(q[i].found, n != NULL, "%s", q[i].path);
+		found += q[i].found;
+		for (size_t c = 0; c < sizeof(caps) / sizeof(*caps); c++) {
+			char want[128], got[128];
+			int wrv = ebxml_doc_find_text(
+			    &d, NULL, q[i].path, want, caps[c]);
+			int grv = ebxml_query_text(&q[i], got, caps[c]);
+
+			cr_assert_eq(
+			    grv, wrv, "%s (cap %zu)", q[i].path, caps[c]);
+			cr_assert_str_eq(
+			    got, want, "%s (cap %zu)", q[i].path, caps[c]);
+		}
+	}
+	ebxml_queries_fini(q, N);
+	ebxml_doc_fini(&d);
+	return found;
+}
+
+/* Nested same names, entities and character references in text. */
+static const char nested_paths[] = SOAP_OPEN
+    "<SOAP:Header><eb:MessageHeader><eb:Action>a&amp;b&#65;<eb:Action>"
+    "in</eb:Action> z </eb:Action><eb:Action>second</eb:Action>"
+    "<eb:MessageData/><eb:MessageData><eb:MessageId>   </eb:MessageId>"
+    "</eb:MessageData></eb:MessageHeader></SOAP:Header></SOAP:Envelope>";
+
+Test(ebxml_scan, answers_what_the_dom_finds)
+{
+	char *fault = fault_with(NASP_ERROR("206") NASP_ERROR("208"));
+	char *req = spec_request_envelope();
+	int found = 0;
+
+	found += assert_scan_same(spec_ack);
+	found += assert_scan_same(spec_error);
+	found += assert_scan_same(fault);
+	found += assert_scan_same(req);
+	found += assert_scan_same(awkward_paths);
+	found += assert_scan_same(nested_paths);
+	cr_assert_gt(found, 20, "the fixtures must match something");
+	free(fault);
+	free(req);
+}
+
+Test(ebxml_scan, refuses_what_the_dom_refuses)
+{
+	static const char *const bad[] = {
+	    "<?xml version=\"1.0\"?><!DOCTYPE a [<!ENTITY e \"x\">]><a/>",
+	    "<a><b></a>",
+	    "<a>&undeclared;</a>",
+	    "not xml at all",
+	    "<a/><b/>",
+	};
+	struct ebxml_query q = {.path = "soap:Envelope"};
+	struct ebxml_doc d;
+	bool unsure;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		cr_assert_neq(ebxml_doc_parse(&d, bad[i], strlen(bad[i])), 0,
+		    "%s", bad[i]);
+		cr_assert_eq(
+		    ebxml_scan(bad[i], strlen(bad[i]), &q, 1, &unsure),
+		    MHS_EINVAL, "%s", bad[i]);
+		ebxml_queries_fini(&q, 1);
+	}
+}
+
+Test(ebxml_scan, a_reference_in_the_manifest_href_is_read_through_the_dom)
+{
+	/* "cid:p&amp;2" is cid:p&2 once decoded: the part the DOM finds.
+	 * libxml2 hands SAX an ampersand still encoded (&#38;). */
+	static const char body[] =
+	    "--B\r\nContent-Id: <h>\r\n\r\n" SOAP_OPEN
+	    "<SOAP:Header><eb:MessageHeader><eb:MessageData><eb:MessageId>m"
+	    "</eb:MessageId></eb:MessageData></eb:MessageHeader></SOAP:Header>"
+	    "<SOAP:Body><eb:Manifest xmlns:xlink=\"" EBXML_NS_XLINK "\">"
+	    "<eb:Reference xlink:href=\"cid:p&amp;2\"/>"
+	    "</eb:Manifest></SOAP:Body></SOAP:Envelope>\r\n"
+	    "--B\r\nContent-Id: <p1>\r\n\r\none\r\n"
+	    "--B\r\nContent-Id: <p&2>\r\n\r\ntwo\r\n--B--\r\n";
+	struct ebxml_query q = {
+	    .path = "soap:Envelope/soap:Body/eb:Manifest/eb:Reference",
+	    .want = EBXML_WANT_CID_HREF};
+	const char *xml = strstr(body, "<SOAP:Envelope");
+	struct mhs_ebxml_request r;
+	bool unsure;
+	char why[160];
+
+	cr_assert_eq(ebxml_scan(xml,
+	                 (size_t) (strstr(body,
+	                               "\r\n--B\r\nC"
+	                               "ontent-Id: <p1>") -
+	                     xml),
+	                 &q, 1, &unsure),
+	    0);
+	cr_assert(unsure, "an encoded href is the DOM's to read");
+	ebxml_queries_fini(&q, 1);
+	cr_assert_eq(mhs_ebxml_parse_request("multipart/related; boundary=B",
+	                 body, strlen(body), &r, why, sizeof(why)),
+	    0, "%s", why);
+	cr_assert_eq(r.payload_len, 3);
+	cr_assert(memcmp(r.payload, "two", 3) == 0, "payload %.*s",
+	    (int) r.payload_len, r.payload);
+}
+
+Test(ebxml_scan, an_ack_split_by_a_comment_and_a_cdata_is_still_ours)
+{
+	static const char ack[] = SOAP_OPEN
+	    "<SOAP:Header><eb:Acknowledgment><eb:RefToMessageId> AB<!-- x -->"
+	    "<![CDATA[CD]]>&#69; </eb:RefToMessageId></eb:Acknowledgment>"
+	    "</SOAP:Header></SOAP:Envelope>";
+	char why[160];
+
+	cr_assert_eq(mhs_ebxml_classify(202, "text/xml", ack, strlen(ack),
+	                 "abcde", true, why, sizeof(why)),
+	    MHS_EBXML_DELIVERED, "%s", why);
+	cr_assert_eq(mhs_ebxml_classify(202, "text/xml", ack, strlen(ack),
+	                 "ABCDF", true, why, sizeof(why)),
+	    MHS_EBXML_UNEXPECTED, "%s", why);
+	cr_assert(strstr(why, "\"ABCDE\"") != NULL, "%s", why);
 }
