@@ -401,6 +401,9 @@ rt_xfer_setup(struct router *r, struct rt_xfer *x)
 	if (r->cfg.tls_ciphers[0] != '\0')
 		curl_easy_setopt(
 		    x->easy, CURLOPT_SSL_CIPHER_LIST, r->cfg.tls_ciphers);
+	if (r->cfg.tls_curves[0] != '\0')
+		curl_easy_setopt(
+		    x->easy, CURLOPT_SSL_EC_CURVES, r->cfg.tls_curves);
 	return x->body.err;
 }
 
@@ -418,6 +421,24 @@ rt_tls_ciphers_check(const char *list)
 	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL)
 		return MHS_ENOMEM;
 	ok = SSL_CTX_set_cipher_list(ctx, list);
+	SSL_CTX_free(ctx);
+	ERR_clear_error();
+	return ok == 1 ? 0 : MHS_EINVAL;
+}
+
+int
+rt_tls_curves_check(const char *list)
+{
+	const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+	SSL_CTX *ctx;
+	int ok;
+
+	if (list[0] == '\0' || v->ssl_version == NULL ||
+	    strncmp(v->ssl_version, "OpenSSL/", 8) != 0)
+		return 0;
+	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL)
+		return MHS_ENOMEM;
+	ok = SSL_CTX_set1_groups_list(ctx, list);
 	SSL_CTX_free(ctx);
 	ERR_clear_error();
 	return ok == 1 ? 0 : MHS_EINVAL;

@@ -45,6 +45,12 @@ static struct mhs_opt rt_opts[] = {
         "such as ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256 "
         "(TLS 1.3 suites are not affected; empty: libcurl's defaults)",
         &rt.cfg.tls_ciphers},
+    {"tls-curves", MHS_OPT_STR, "X25519:P-256", 0, 0,
+        "key-exchange groups offered to Spine, an OpenSSL group list; "
+        "X25519 and P-256 are what every TLS server supports and the "
+        "cheapest to compute, and a server that prefers P-521 otherwise "
+        "takes it (e.g. X25519:P-256:P-384; empty: libcurl's defaults)",
+        &rt.cfg.tls_curves},
     {"routes", MHS_OPT_STR, "", 0, 0,
         "route table INI file (built-in EPS routes when empty)",
         &rt.cfg.routes_file},
@@ -191,6 +197,18 @@ main(int argc, char **argv)
 			    rt.cfg.tls_ciphers);
 		else
 			fprintf(stderr, "mhs-router: tls-ciphers: %s\n",
+			    mhs_strerror(rv));
+		return 2;
+	}
+	if ((rv = rt_tls_curves_check(rt.cfg.tls_curves)) != 0) {
+		if (rv == MHS_EINVAL)
+			fprintf(stderr,
+			    "mhs-router: tls-curves: \"%s\" names a group "
+			    "OpenSSL does not know (names such as X25519, "
+			    "P-256, P-384, P-521, X448, ffdhe2048)\n",
+			    rt.cfg.tls_curves);
+		else
+			fprintf(stderr, "mhs-router: tls-curves: %s\n",
 			    mhs_strerror(rv));
 		return 2;
 	}

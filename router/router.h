@@ -30,6 +30,7 @@ struct rt_config {
 	char *client_cert;
 	char *client_key;
 	char *tls_ciphers; /* TLS 1.2 suites (OpenSSL list); "": curl's */
+	char *tls_curves;  /* key-exchange groups (OpenSSL list); "": curl's */
 	char *routes_file;
 	char *consumer;
 	char *party_key;
@@ -83,6 +84,13 @@ int rt_engine_run(struct router *r);
  * is checked here; each transfer would then fail with CURLE_SSL_CIPHER.
  */
 int rt_tls_ciphers_check(const char *list);
+
+/*
+ * rt_tls_curves_check: the same for --tls-curves (CURLOPT_SSL_EC_CURVES):
+ * with OpenSSL, whether every group named is one it knows, since one
+ * unknown name makes libcurl fail every handshake. Same returns.
+ */
+int rt_tls_curves_check(const char *list);
 
 /* Delay before retry number `attempt` (1-based): exponential from 500 ms,
  * capped by the route's retry interval, with jitter in [cap/2, cap]. */

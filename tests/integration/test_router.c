@@ -20,7 +20,10 @@
  *                   duration expiry; --tls-ciphers is what the router
  *                   offers (an RSA-only list cannot reach the simulator's
  *                   ECDSA certificate, an ECDSA AES-GCM one delivers) and
- *                   a list naming no known suite stops it at start.
+ *                   a list naming no known suite stops it at start;
+ *                   --tls-curves likewise (only a finite-field group
+ *                   cannot reach the ECDSA certificate; an unknown name
+ *                   stops the router at start).
  *
  * Router 1's inbound listener is on the first port after the stack's
  * (scripts/run does not wire it yet: flags come through MHS_ROUTER_ARGS
@@ -937,17 +940,16 @@ Test(router_faults, wrong_spine_ca_is_reported_and_retried_never_sent)
 	it_stop();
 }
 
-/* Start a stack whose router offers only these TLS 1.2 suites. */
+/* Start a stack whose router offers only these TLS settings ("--tls-..."). */
 static void
-ciphers_start(const char *ciphers)
+tls_start(const char *tls)
 {
 	const char *file = routes_write(50, 200, 600000);
 	char ra[400], ga[200];
 
 	snprintf(ra, sizeof(ra),
-	    "--routes %s --breaker-open-ms 200 --breaker-max-open-ms 1000 "
-	    "--tls-ciphers %s",
-	    file, ciphers);
+	    "--routes %s --breaker-open-ms 200 --breaker-max-open-ms 1000 %s",
+	    file, tls);
 	snprintf(ga, sizeof(ga), "--routes %s", file);
 	it_start(ra, NULL, ga);
 }
@@ -958,7 +960,7 @@ Test(router_faults, tls_ciphers_are_the_suites_offered)
 	char id[37];
 
 	/* scripts/run's PKI is ECDSA P-256: this suite fits it. */
-	ciphers_start("ECDHE-ECDSA-AES128-GCM-SHA256");
+	tls_start("--tls-ciphers ECDHE-ECDSA-AES128-GCM-SHA256");
 	submit(NEW_RX, 32, id);
 	st = wait_state(id, S_DELIVERED, 60);
 	protobuf_c_message_free_unpacked(&st->base, NULL);
@@ -966,16 +968,17 @@ Test(router_faults, tls_ciphers_are_the_suites_offered)
 	it_stop();
 }
 
-Test(router_faults, tls_ciphers_the_server_cannot_use_fail_the_handshake)
+/* A stack started with tls is refused every handshake: the delivery is
+ * retried with an SSL reason and never reaches the simulator. */
+static void
+assert_handshake_refused(const char *tls, int n)
 {
 	Mhs__V1__MessageStatus *st = NULL;
 	char id[37];
 	int code;
 
-	/* Only an RSA suite against an ECDSA certificate: no handshake, so
-	 * the list really is what the router offers. Retried, never sent. */
-	ciphers_start("ECDHE-RSA-AES128-GCM-SHA256");
-	submit(NEW_RX, 33, id);
+	tls_start(tls);
+	submit(NEW_RX, n, id);
 	for (int i = 0; i < 300; i++) {
 		if (st != NULL)
 			protobuf_c_message_free_unpacked(&st->base, NULL);
@@ -993,6 +996,22 @@ Test(router_faults, tls_ciphers_the_server_cannot_use_fail_the_handshake)
 	protobuf_c_message_free_unpacked(&st->base, NULL);
 	cr_assert_eq(sim_deliveries(id), 0);
 	it_stop();
+}
+
+Test(router_faults, tls_ciphers_the_server_cannot_use_fail_the_handshake)
+{
+	/* Only an RSA suite against an ECDSA certificate: no handshake, so
+	 * the list really is what the router offers. Retried, never sent. */
+	assert_handshake_refused(
+	    "--tls-ciphers ECDHE-RSA-AES128-GCM-SHA256", 33);
+}
+
+Test(router_faults, tls_curves_the_server_cannot_use_fail_the_handshake)
+{
+	/* Only a finite-field group: no ECDHE, and the ECDSA P-256
+	 * certificate is not usable either, so the groups offered are the
+	 * router's list (X25519:P-256 by default, as every other test). */
+	assert_handshake_refused("--tls-curves ffdhe2048", 34);
 }
 
 Test(router_faults, tls_ciphers_naming_no_known_suite_stop_the_router)
@@ -1015,5 +1034,25 @@ Test(router_faults, tls_ciphers_naming_no_known_suite_stop_the_router)
 	cr_assert_not_null(strstr(out, "exit 2"), "%s", out);
 	cr_assert_not_null(strstr(out, "tls-ciphers"), "%s", out);
 	cr_assert_not_null(strstr(out, "NOT-A-SUITE"), "%s", out);
+	passed = true;
+}
+
+Test(router_faults, tls_curves_naming_an_unknown_group_stop_the_router)
+{
+	char out[1024] = "";
+	size_t n = 0;
+	FILE *p;
+
+	p = popen("'" MHS_BUILD_DIR "/router/mhs-router' --tls-curves "
+	          "'P-256:NOT-A-GROUP' 2>&1; echo \"exit $?\"",
+	    "r");
+	cr_assert_not_null(p);
+	while (n + 1 < sizeof(out) &&
+	    fgets(out + n, (int) (sizeof(out) - n), p) != NULL)
+		n = strlen(out);
+	pclose(p);
+	cr_assert_not_null(strstr(out, "exit 2"), "%s", out);
+	cr_assert_not_null(strstr(out, "tls-curves"), "%s", out);
+	cr_assert_not_null(strstr(out, "NOT-A-GROUP"), "%s", out);
 	passed = true;
 }
