@@ -261,7 +261,8 @@ sim_init(struct sim *s, const struct sim_config *cfg)
 	memcpy(&s->rng, seed, sizeof(s->rng));
 	s->rng |= 1; /* xorshift must not start at zero */
 	atomic_init(&s->pending, 0);
-	if (pthread_mutex_init(&s->mtx, NULL) != 0)
+	if (pthread_mutex_init(&s->mtx, NULL) != 0 ||
+	    pthread_mutex_init(&s->pool_mtx, NULL) != 0)
 		return MHS_ENOMEM;
 	if (sim_table_init(&s->table, (size_t) opt_max_msgs) != 0 ||
 	    sim_table_init(&s->rx, (size_t) opt_max_msgs) != 0)
@@ -335,11 +336,13 @@ main(int argc, char **argv)
 		_exit(0);
 	}
 	nng_http_server_release(srv);
+	sim_http_fini(s);
 	sim_respond_stop(s->resp);
 	curl_global_cleanup();
 	sim_table_fini(&s->table);
 	sim_table_fini(&s->rx);
 	pthread_mutex_destroy(&s->mtx);
+	pthread_mutex_destroy(&s->pool_mtx);
 	free(s);
 	return 0;
 }

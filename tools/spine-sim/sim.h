@@ -81,6 +81,7 @@ struct sim_table {
 };
 
 struct sim_responder;
+struct sim_reply;
 
 struct sim {
 	pthread_mutex_t mtx;
@@ -94,6 +95,10 @@ struct sim {
 	atomic_int pending;
 	atomic_ullong posts, down_refused; /* GET /_sim/stats */
 	struct sim_responder *resp;        /* NULL: no --respond-url */
+	/* replies kept for reuse (sim_http.c) */
+	pthread_mutex_t pool_mtx;
+	struct sim_reply *pool;
+	size_t npool;
 };
 
 /* ---- sim_table.c: the message table (caller holds sim->mtx) ---- */
@@ -138,6 +143,9 @@ struct nng_http_server;
 
 /* Registers the ebXML (POST, any path) and /_sim handlers on server. */
 int sim_http_register(struct sim *s, struct nng_http_server *server);
+
+/* Frees the replies kept for reuse; after the server is released. */
+void sim_http_fini(struct sim *s);
 
 /* One delivery, as sim_deliver sees it. */
 struct sim_delivery {

@@ -56,7 +56,86 @@ struct sim_reply {
 	struct mhs_buf wire; /* status line, headers, body; empty: drop */
 	nng_aio *aio;        /* latency sleep, then the write */
 	bool writing;
+	struct sim_reply *next; /* in sim->pool */
 };
+
+/*
+ * Replies are kept for reuse, at most SIM_REPLY_POOL of them: in nng
+ * 1.5.2 every nng_aio_alloc makes a getrandom(2) system call (it picks
+ * an expiry queue at random), and the wire buffer is a malloc. A reply
+ * goes back to the pool from its own aio's callback, as its last act:
+ * reusing an aio from inside its callback is what nng allows, and the
+ * callback touches nothing of the reply after that.
+ */
+#define SIM_REPLY_POOL 1024
+#define SIM_REPLY_KEEP (64 * 1024)
+
+static void reply_cb(void *arg);
+
+static struct sim_reply *
+reply_get(struct sim *s)
+{
+	struct sim_reply *r;
+
+	pthread_mutex_lock(&s->pool_mtx);
+	if ((r = s->pool) != NULL) {
+		s->pool = r->next;
+		s->npool--;
+	}
+	pthread_mutex_unlock(&s->pool_mtx);
+	if (r != NULL)
+		return r;
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return NULL;
+	if (nng_aio_alloc(&r->aio, reply_cb, r) != 0) {
+		free(r);
+		return NULL;
+	}
+	r->sim = s;
+	return r;
+}
+
+/* Back to the pool (or freed): the caller touches r no more. */
+static void
+reply_put(struct sim *s, struct sim_reply *r)
+{
+	/* A latched error is not kept, nor a large buffer (/_sim/messages
+	 * can be megabytes): a delivery's reply is about 2 KiB. */
+	if (r->wire.err != 0 || r->wire.cap > SIM_REPLY_KEEP)
+		mhs_buf_fini(&r->wire);
+	else
+		mhs_buf_reset(&r->wire);
+	r->http = NULL;
+	r->conn = NULL;
+	r->writing = false;
+	pthread_mutex_lock(&s->pool_mtx);
+	if (s->npool < SIM_REPLY_POOL) {
+		r->next = s->pool;
+		s->pool = r;
+		s->npool++;
+		r = NULL;
+	}
+	pthread_mutex_unlock(&s->pool_mtx);
+	if (r != NULL) {
+		mhs_buf_fini(&r->wire);
+		nng_aio_reap(r->aio); /* we may be inside its callback */
+		free(r);
+	}
+}
+
+void
+sim_http_fini(struct sim *s)
+{
+	struct sim_reply *r;
+
+	while ((r = s->pool) != NULL) {
+		s->pool = r->next;
+		nng_aio_free(r->aio);
+		mhs_buf_fini(&r->wire);
+		free(r);
+	}
+	s->npool = 0;
+}
 
 static const char *
 status_text(int status)
@@ -93,12 +172,12 @@ answer_text(
 static void
 reply_done(struct sim_reply *r, int rv)
 {
+	struct sim *s = r->sim;
+
 	nng_aio_set_output(r->http, 0, NULL); /* we wrote the response */
 	nng_aio_finish(r->http, rv);          /* rv != 0: nng closes */
-	atomic_fetch_sub(&r->sim->pending, 1);
-	mhs_buf_fini(&r->wire);
-	nng_aio_reap(r->aio); /* we may be inside its callback */
-	free(r);
+	reply_put(s, r);
+	atomic_fetch_sub(&s->pending, 1);
 }
 
 static void
@@ -153,15 +232,13 @@ static void
 reply_send(struct sim *s, nng_aio *http, struct sim_answer *a, int latency_ms)
 {
 	nng_http_req *req = nng_aio_get_input(http, 0);
-	struct sim_reply *r = calloc(1, sizeof(*r));
+	struct sim_reply *r = reply_get(s);
 
-	if (r == NULL || nng_aio_alloc(&r->aio, reply_cb, r) != 0) {
-		free(r);
+	if (r == NULL) {
 		mhs_buf_fini(&a->body);
 		nng_aio_finish(http, NNG_ENOMEM);
 		return;
 	}
-	r->sim = s;
 	r->http = http;
 	r->conn = nng_aio_get_input(http, 2);
 	reply_format(r, req, a);
