@@ -30,6 +30,12 @@ buf_reserve(struct mhs_buf *b, size_t more)
 }
 
 void
+mhs_buf_reserve(struct mhs_buf *b, size_t more)
+{
+	(void) buf_reserve(b, more);
+}
+
+void
 mhs_buf_append(struct mhs_buf *b, const void *data, size_t len)
 {
 	if (buf_reserve(b, len) != 0)

@@ -21,6 +21,9 @@ struct mhs_buf {
 	}
 
 void mhs_buf_append(struct mhs_buf *b, const void *data, size_t len);
+/* mhs_buf_reserve makes room for more bytes now: one allocation instead
+ * of a doubling series when the size is known in advance. */
+void mhs_buf_reserve(struct mhs_buf *b, size_t more);
 void mhs_buf_puts(struct mhs_buf *b, const char *s);
 void mhs_buf_printf(struct mhs_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

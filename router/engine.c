@@ -34,7 +34,8 @@
 struct rt_xfer {
 	struct router *r;
 	CURL *easy;
-	struct curl_slist *headers;
+	struct curl_slist *headers; /* the route's (hdr_cache), or owned */
+	bool own_headers;
 	struct mhs_buf body;  /* request */
 	struct mhs_buf reply; /* response, bounded */
 	const struct mhs_route *route;
@@ -107,15 +108,133 @@ static struct {
 	size_t n, cap;
 } easy_pool;
 
+static size_t rt_write_cb(char *p, size_t size, size_t n, void *arg);
+
+/*
+ * Request headers, built once per route (engine thread only): the
+ * Content-Type is the same for every request, and the SOAPAction is the
+ * route's service and interaction. A transfer whose SOAPAction differs
+ * from its route's entry (never, as routes are keyed by interaction)
+ * builds its own.
+ */
+struct hdr_entry {
+	const struct mhs_route *route;
+	char action[200];
+	struct curl_slist *h;
+};
+
+static struct {
+	struct hdr_entry *v;
+	size_t n, cap;
+} hdr_cache;
+
+static struct curl_slist *
+headers_build(const char *ctype, const char *action)
+{
+	char h1[300], h2[260];
+	struct curl_slist *h = NULL, *t;
+
+	snprintf(h1, sizeof(h1), "Content-Type: %s", ctype);
+	snprintf(h2, sizeof(h2), "SOAPAction: %s", action);
+	if ((t = curl_slist_append(h, h1)) == NULL)
+		return NULL;
+	h = t;
+	if ((t = curl_slist_append(h, h2)) == NULL ||
+	    (t = curl_slist_append(h, "Expect:")) == NULL) {
+		curl_slist_free_all(h);
+		return NULL;
+	}
+	return h;
+}
+
+/* x's headers: its route's, else its own; false: out of memory. */
+static bool
+headers_get(struct rt_xfer *x, const char *ctype, const char *action)
+{
+	struct hdr_entry *e = NULL;
+
+	for (size_t i = 0; i < hdr_cache.n && e == NULL; i++)
+		if (hdr_cache.v[i].route == x->route)
+			e = &hdr_cache.v[i];
+	if (e == NULL && hdr_cache.n == hdr_cache.cap) {
+		size_t cap = hdr_cache.cap ? hdr_cache.cap * 2 : 16;
+		struct hdr_entry *g =
+		    realloc(hdr_cache.v, cap * sizeof(*hdr_cache.v));
+
+		if (g != NULL) {
+			hdr_cache.v = g;
+			hdr_cache.cap = cap;
+		}
+	}
+	if (e == NULL && hdr_cache.n < hdr_cache.cap &&
+	    strlen(action) < sizeof(e->action) &&
+	    (hdr_cache.v[hdr_cache.n].h = headers_build(ctype, action)) !=
+	        NULL) {
+		e = &hdr_cache.v[hdr_cache.n++];
+		e->route = x->route;
+		snprintf(e->action, sizeof(e->action), "%s", action);
+	}
+	if (e != NULL && strcmp(e->action, action) == 0) {
+		x->headers = e->h;
+		x->own_headers = false;
+		return true;
+	}
+	x->headers = headers_build(ctype, action);
+	x->own_headers = true;
+	return x->headers != NULL;
+}
+
+static void
+hdr_cache_fini(void)
+{
+	for (size_t i = 0; i < hdr_cache.n; i++)
+		curl_slist_free_all(hdr_cache.v[i].h);
+	free(hdr_cache.v);
+	hdr_cache.v = NULL;
+	hdr_cache.n = hdr_cache.cap = 0;
+}
+
+/* The options every transfer has, set once per handle. */
+static void
+easy_defaults(struct router *r, CURL *e)
+{
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, rt_write_cb);
+	curl_easy_setopt(
+	    e, CURLOPT_TIMEOUT_MS, (long) r->cfg.request_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https,http");
+	if (r->cfg.spine_ca[0] != '\0')
+		curl_easy_setopt(e, CURLOPT_CAINFO, r->cfg.spine_ca);
+	if (r->cfg.client_cert[0] != '\0') {
+		curl_easy_setopt(e, CURLOPT_SSLCERT, r->cfg.client_cert);
+		curl_easy_setopt(e, CURLOPT_SSLKEY, r->cfg.client_key);
+	}
+	if (r->cfg.tls_ciphers[0] != '\0')
+		curl_easy_setopt(
+		    e, CURLOPT_SSL_CIPHER_LIST, r->cfg.tls_ciphers);
+	if (r->cfg.tls_curves[0] != '\0')
+		curl_easy_setopt(e, CURLOPT_SSL_EC_CURVES, r->cfg.tls_curves);
+}
+
+/*
+ * A handle from the pool keeps its fixed options (easy_defaults); the
+ * per-transfer ones (URL, headers, body, write data, private) are all
+ * set again by rt_xfer_setup before it runs, so no reset is needed:
+ * resetting and setting a dozen options again (each string copied) was
+ * about a tenth of the router's time per delivery.
+ */
 static CURL *
-easy_get(void)
+easy_get(struct router *r)
 {
 	CURL *e;
 
-	if (easy_pool.n == 0)
-		return curl_easy_init();
-	e = easy_pool.v[--easy_pool.n];
-	curl_easy_reset(e);
+	if (easy_pool.n > 0)
+		return easy_pool.v[--easy_pool.n];
+	if ((e = curl_easy_init()) != NULL)
+		easy_defaults(r, e);
 	return e;
 }
 
@@ -154,7 +273,8 @@ rt_xfer_free(struct rt_xfer *x)
 		return;
 	if (x->easy != NULL)
 		easy_put(x->easy);
-	curl_slist_free_all(x->headers);
+	if (x->own_headers)
+		curl_slist_free_all(x->headers);
 	mhs_buf_fini(&x->body);
 	mhs_buf_fini(&x->reply);
 	if (x->d != NULL)
@@ -364,46 +484,21 @@ rt_xfer_body(struct router *r, struct rt_xfer *x, char *ctype, size_t ctlen,
 static int
 rt_xfer_setup(struct router *r, struct rt_xfer *x)
 {
-	char ctype[256], action[200], h1[300], h2[260];
+	char ctype[256], action[200];
 	int rv;
 
 	if ((rv = rt_xfer_body(
 	         r, x, ctype, sizeof(ctype), action, sizeof(action))) != 0)
 		return rv;
-	snprintf(h1, sizeof(h1), "Content-Type: %s", ctype);
-	snprintf(h2, sizeof(h2), "SOAPAction: %s", action);
-	if ((x->easy = easy_get()) == NULL)
+	if (!headers_get(x, ctype, action) || (x->easy = easy_get(r)) == NULL)
 		return MHS_ENOMEM;
-	x->headers = curl_slist_append(x->headers, h1);
-	x->headers = curl_slist_append(x->headers, h2);
-	x->headers = curl_slist_append(x->headers, "Expect:");
 	curl_easy_setopt(x->easy, CURLOPT_URL, x->url); /* curl copies it */
 	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers);
 	curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, x->body.data);
 	curl_easy_setopt(
 	    x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) x->body.len);
-	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, rt_write_cb);
 	curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
-	curl_easy_setopt(
-	    x->easy, CURLOPT_TIMEOUT_MS, (long) r->cfg.request_timeout_ms);
-	curl_easy_setopt(x->easy, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-	curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(x->easy, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(x->easy, CURLOPT_SSL_VERIFYHOST, 2L);
-	curl_easy_setopt(x->easy, CURLOPT_PROTOCOLS_STR, "https,http");
-	if (r->cfg.spine_ca[0] != '\0')
-		curl_easy_setopt(x->easy, CURLOPT_CAINFO, r->cfg.spine_ca);
-	if (r->cfg.client_cert[0] != '\0') {
-		curl_easy_setopt(x->easy, CURLOPT_SSLCERT, r->cfg.client_cert);
-		curl_easy_setopt(x->easy, CURLOPT_SSLKEY, r->cfg.client_key);
-	}
-	if (r->cfg.tls_ciphers[0] != '\0')
-		curl_easy_setopt(
-		    x->easy, CURLOPT_SSL_CIPHER_LIST, r->cfg.tls_ciphers);
-	if (r->cfg.tls_curves[0] != '\0')
-		curl_easy_setopt(
-		    x->easy, CURLOPT_SSL_EC_CURVES, r->cfg.tls_curves);
 	return x->body.err;
 }
 
@@ -590,6 +685,7 @@ rt_engine_run(struct router *r)
 	rt_reports_clear();
 	free(pending.v);
 	easy_pool_fini(); /* removed from the multi handle already */
+	hdr_cache_fini();
 	curl_multi_cleanup(multi);
 	rt_breakers_fini(&r->breakers);
 	return 0;

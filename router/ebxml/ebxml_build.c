@@ -23,24 +23,40 @@
 #define XML_DECL             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>" CRLF
 #define DEFAULT_PAYLOAD_TYPE "text/xml; charset=UTF-8"
 
-/* Appends open tag, escaped text and close tag. */
+/*
+ * Sizes reserved before building, so a body is one allocation: the
+ * request's MIME headers and envelope, and a whole reply, come to about
+ * 1.5 KiB with ordinary ids and parties.
+ */
+#define BUILD_RESERVE 2048
+
+/* Appends open tag, escaped text and close tag (no printf: per message). */
 static void
 put_elem(
     struct mhs_buf *b, const char *indent, const char *tag, const char *text)
 {
-	mhs_buf_printf(b, "%s<%s>", indent, tag);
+	mhs_buf_puts(b, indent);
+	mhs_buf_puts(b, "<");
+	mhs_buf_puts(b, tag);
+	mhs_buf_puts(b, ">");
 	ebxml_esc(b, text);
-	mhs_buf_printf(b, "</%s>" CRLF, tag);
+	mhs_buf_puts(b, "</");
+	mhs_buf_puts(b, tag);
+	mhs_buf_puts(b, ">" CRLF);
 }
 
 static void
 put_party(
     struct mhs_buf *b, const char *indent, const char *tag, const char *party)
 {
-	mhs_buf_printf(b, "%s<eb:%s><eb:PartyId eb:type=\"" PARTY_TYPE "\">",
-	    indent, tag);
+	mhs_buf_puts(b, indent);
+	mhs_buf_puts(b, "<eb:");
+	mhs_buf_puts(b, tag);
+	mhs_buf_puts(b, "><eb:PartyId eb:type=\"" PARTY_TYPE "\">");
 	ebxml_esc(b, party);
-	mhs_buf_printf(b, "</eb:PartyId></eb:%s>" CRLF, tag);
+	mhs_buf_puts(b, "</eb:PartyId></eb:");
+	mhs_buf_puts(b, tag);
+	mhs_buf_puts(b, ">" CRLF);
 }
 
 static int
@@ -143,11 +159,11 @@ put_envelope(struct mhs_buf *b, const struct mhs_ebxml_msg *m)
 static void
 put_part_headers(struct mhs_buf *b, const char *cid, const char *ctype)
 {
-	mhs_buf_printf(b,
-	    "--" MHS_EBXML_BOUNDARY CRLF "Content-Id: <%s>" CRLF
-	    "Content-Type: %s" CRLF
-	    "Content-Transfer-Encoding: 8bit" CRLF CRLF,
-	    cid, ctype);
+	mhs_buf_puts(b, "--" MHS_EBXML_BOUNDARY CRLF "Content-Id: <");
+	mhs_buf_puts(b, cid);
+	mhs_buf_puts(b, ">" CRLF "Content-Type: ");
+	mhs_buf_puts(b, ctype);
+	mhs_buf_puts(b, CRLF "Content-Transfer-Encoding: 8bit" CRLF CRLF);
 }
 
 int
@@ -173,6 +189,7 @@ mhs_ebxml_build(const struct mhs_ebxml_msg *m, struct mhs_buf *body,
 	snprintf(content_type, ctlen, "%s", MHS_EBXML_CONTENT_TYPE);
 	snprintf(cid, sizeof(cid), "%s@spine.nhs.uk", m->message_id);
 
+	mhs_buf_reserve(body, BUILD_RESERVE + m->payload_len);
 	put_part_headers(body, MHS_EBXML_START_ID, DEFAULT_PAYLOAD_TYPE);
 	put_envelope(body, m);
 	put_part_headers(body, cid,
@@ -237,6 +254,7 @@ mhs_ebxml_build_ack(const struct mhs_ebxml_request *req,
 	    !ebxml_text_ok(ack_message_id))
 		return MHS_EINVAL;
 	mhs_time_iso(now_ms, ts);
+	mhs_buf_reserve(out, BUILD_RESERVE);
 	put_reply_start(out, req, "Acknowledgment", ack_message_id, ts);
 	mhs_buf_puts(out,
 	    "  <eb:Acknowledgment soap:mustUnderstand=\"1\" "
