@@ -1,9 +1,15 @@
 /*
  * Design notes: the delivery engine (see router.h). One loop:
- *   1. lease up to (max_in_flight - in flight) messages from the store;
- *   2. start one curl transfer per message (ebXML body built once);
- *   3. let curl run until something finishes or poll_ms passes;
- *   4. classify each finished transfer and report the outcome.
+ *   1. ask for up to (max_in_flight - in flight) messages from the store;
+ *   2. start one curl transfer per message leased (ebXML body built once);
+ *   3. let curl run until something finishes, messages arrive or poll_ms
+ *      passes;
+ *   4. classify each finished transfer and queue its outcome.
+ * The store calls themselves (Lease, ReportMany) are made by the engine's
+ * store link, a thread of its own (rt_link below), because each waits for
+ * the store's journal sync: made on the engine thread, they stopped every
+ * transfer for that long, several times a loop, so one router could not
+ * keep its max_in_flight busy.
  * Outcome rules (DESIGN §5): an acknowledgement naming our MessageId is
  * DELIVERED; an ebXML ErrorList or a non-retriable fault is FAILED; a
  * retriable fault is retried up to the route's retries; a transport error
@@ -12,9 +18,12 @@
  * expires and the message is delivered again under the same MessageId,
  * which Spine treats as a replay (G4).
  *
- * Owner: the engine thread owns the curl handles and every transfer.
+ * Owner: the engine thread owns the curl handles and every transfer; the
+ * link thread owns the store calls; they share only struct rt_link's
+ * queues (under its mutex) and the stats atomics.
  */
 #include <curl/curl.h>
+#include <pthread.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
@@ -283,9 +292,8 @@ rt_xfer_free(struct rt_xfer *x)
 }
 
 /*
- * Outcomes are queued and sent to the store together, once per engine
- * loop (ReportMany: one group commit for all of them), so a router never
- * waits for a journal sync per message. Engine thread only.
+ * Outcomes are queued here and handed to the store link together, once
+ * per engine loop (see rt_reports_flush). Engine thread only.
  */
 static struct {
 	Mhs__Store__V1__ReportRequest *v;
@@ -336,9 +344,43 @@ rt_reports_clear(void)
 	pending.n = 0;
 }
 
-/* rt_reports_flush sends every queued outcome in one ReportMany. */
+/*
+ * The store link (slink). The engine hands it, once per loop, the
+ * outcomes it queued (one ReportMany for all of them: one group commit)
+ * and a wish for more messages; the link makes the calls and hands back what
+ * it leased, waking curl_multi_poll. Under load, outcomes queued while a call
+ * is in progress go out together in the next one.
+ */
+struct report_vec {
+	Mhs__Store__V1__ReportRequest *v;
+	size_t n, cap;
+};
+
+static struct rt_link {
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	CURLM *multi;              /* curl_multi_wakeup: leased messages */
+	struct report_vec reports; /* engine -> link */
+	bool want_lease, stop;     /* engine -> link */
+	Mhs__Store__V1__Delivery **ready; /* link -> engine, not started */
+	size_t nready, capready;
+	size_t starting; /* taken by the engine, not yet counted in flight */
+} slink = {.mtx = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
 static void
-rt_reports_flush(struct router *r)
+reports_free(struct report_vec *q)
+{
+	for (size_t i = 0; i < q->n; i++) {
+		free(q->v[i].message_id);
+		free(q->v[i].reason);
+		free(q->v[i].lease_id);
+	}
+	q->n = 0;
+}
+
+/* rt_reports_send sends q's outcomes in one ReportMany (link thread). */
+static void
+rt_reports_send(struct router *r, struct report_vec *q)
 {
 	Mhs__Store__V1__ReportManyRequest rq =
 	    MHS__STORE__V1__REPORT_MANY_REQUEST__INIT;
@@ -346,30 +388,161 @@ rt_reports_flush(struct router *r)
 	Mhs__Store__V1__ReportRequest **ptrs;
 	int code;
 
-	if (pending.n == 0)
+	if (q->n == 0)
 		return;
-	if ((ptrs = calloc(pending.n, sizeof(*ptrs))) == NULL) {
-		rt_reports_clear();
+	if ((ptrs = calloc(q->n, sizeof(*ptrs))) == NULL) {
+		atomic_fetch_add(&r->stats.report_errors, q->n);
+		reports_free(q); /* their leases expire: delivered again */
 		return;
 	}
-	for (size_t i = 0; i < pending.n; i++)
-		ptrs[i] = &pending.v[i];
+	for (size_t i = 0; i < q->n; i++)
+		ptrs[i] = &q->v[i];
 	rq.reports = ptrs;
-	rq.n_reports = pending.n;
+	rq.n_reports = q->n;
 	code = mhs_client_call(r->store, "/mhs.store.v1.Store/ReportMany",
 	    &rq.base, &mhs__store__v1__report_many_response__descriptor,
 	    (ProtobufCMessage **) &resp, NULL, 0, 10000, NULL);
 	if (code != 0) {
-		atomic_fetch_add(&r->stats.report_errors, pending.n);
+		atomic_fetch_add(&r->stats.report_errors, q->n);
 		mhs_warn("report_failed",
 		    "%zu outcomes not taken by the store (%d); their leases "
 		    "expire and they are delivered again",
-		    pending.n, code);
+		    q->n, code);
 	}
 	if (resp != NULL)
 		protobuf_c_message_free_unpacked(&resp->base, NULL);
 	free(ptrs);
-	rt_reports_clear();
+	reports_free(q);
+}
+
+/* Room for more messages: max_in_flight less in flight and handed over. */
+static unsigned
+link_room(struct router *r)
+{
+	size_t busy =
+	    atomic_load(&r->stats.in_flight) + slink.nready + slink.starting;
+
+	return busy < (size_t) r->cfg.max_in_flight
+	    ? (unsigned) ((size_t) r->cfg.max_in_flight - busy)
+	    : 0;
+}
+
+/* rt_lease leases up to room messages and hands them over (link thread,
+ * slink.mtx held on entry and exit, released for the call). */
+static void
+rt_lease(struct router *r, unsigned room)
+{
+	Mhs__Store__V1__LeaseRequest rq = MHS__STORE__V1__LEASE_REQUEST__INIT;
+	Mhs__Store__V1__LeaseResponse *resp = NULL;
+	size_t n;
+	int code;
+
+	rq.consumer = r->cfg.consumer;
+	rq.max_messages = room;
+	rq.lease_ms = (uint32_t) r->cfg.lease_ms;
+	pthread_mutex_unlock(&slink.mtx);
+	code = mhs_client_call(r->store, "/mhs.store.v1.Store/Lease", &rq.base,
+	    &mhs__store__v1__lease_response__descriptor,
+	    (ProtobufCMessage **) &resp, NULL, 0, 5000, NULL);
+	if (atomic_exchange(&r->store_ok, code == 0) != (code == 0))
+		mhs_info("store_reachable", "store %s",
+		    code == 0 ? "reachable" : "unreachable or not ready");
+	pthread_mutex_lock(&slink.mtx);
+	if (code != 0 || resp == NULL)
+		return;
+	n = resp->n_deliveries;
+	if (slink.nready + n > slink.capready) {
+		size_t cap = slink.nready + n + 64;
+		void *g = realloc(slink.ready, cap * sizeof(*slink.ready));
+
+		if (g == NULL)
+			n = 0; /* out of memory: the leases expire */
+		else {
+			slink.ready = g;
+			slink.capready = cap;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		slink.ready[slink.nready++] = resp->deliveries[i];
+		resp->deliveries[i] = NULL; /* now the engine's */
+	}
+	pthread_mutex_unlock(&slink.mtx);
+	mhs__store__v1__lease_response__free_unpacked(resp, NULL);
+	if (n > 0)
+		curl_multi_wakeup(slink.multi);
+	pthread_mutex_lock(&slink.mtx);
+}
+
+static void *
+rt_link_main(void *arg)
+{
+	struct router *r = arg;
+	struct report_vec q = {0};
+
+	pthread_setname_np(pthread_self(), "mhs-rt-store");
+	pthread_mutex_lock(&slink.mtx);
+	for (;;) {
+		if (slink.reports.n > 0) {
+			struct report_vec t = slink.reports;
+
+			slink.reports = q; /* empty, its array kept */
+			q = t;
+			pthread_mutex_unlock(&slink.mtx);
+			rt_reports_send(r, &q);
+			pthread_mutex_lock(&slink.mtx);
+			continue;
+		}
+		if (slink.stop)
+			break;
+		if (slink.want_lease) {
+			unsigned room = link_room(r);
+
+			slink.want_lease = false;
+			if (room > 0)
+				rt_lease(r, room);
+			continue;
+		}
+		pthread_cond_wait(&slink.cv, &slink.mtx);
+	}
+	pthread_mutex_unlock(&slink.mtx);
+	free(q.v);
+	return NULL;
+}
+
+/* rt_reports_flush hands the queued outcomes to the link (engine). */
+static void
+rt_reports_flush(void)
+{
+	if (pending.n == 0)
+		return;
+	pthread_mutex_lock(&slink.mtx);
+	if (slink.reports.n == 0) {
+		struct report_vec t = slink.reports;
+
+		slink.reports =
+		    (struct report_vec) {pending.v, pending.n, pending.cap};
+		pending.v = t.v;
+		pending.cap = t.cap;
+		pending.n = 0;
+	} else {
+		size_t need = slink.reports.n + pending.n;
+		void *g = slink.reports.v;
+
+		if (need > slink.reports.cap &&
+		    (g = realloc(slink.reports.v,
+		         (need + 64) * sizeof(*slink.reports.v))) != NULL) {
+			slink.reports.v = g;
+			slink.reports.cap = need + 64;
+		}
+		if (g != NULL) { /* else kept for the next flush */
+			memcpy(slink.reports.v + slink.reports.n, pending.v,
+			    pending.n * sizeof(*pending.v));
+			slink.reports.n = need;
+			pending.n = 0; /* their strings are the link's now */
+		}
+	}
+	pthread_cond_signal(&slink.cv);
+	pthread_mutex_unlock(&slink.mtx);
 }
 
 /*
@@ -598,34 +771,41 @@ rt_start(struct router *r, CURLM *multi, Mhs__Store__V1__Delivery *d)
 	atomic_fetch_add(&r->stats.in_flight, 1);
 }
 
+/*
+ * rt_take starts the messages the link leased, then asks it for more
+ * when there is room and the breakers let anything through (engine).
+ */
 static void
-rt_lease(struct router *r, CURLM *multi)
+rt_take(struct router *r, CURLM *multi)
 {
-	Mhs__Store__V1__LeaseRequest rq = MHS__STORE__V1__LEASE_REQUEST__INIT;
-	Mhs__Store__V1__LeaseResponse *resp = NULL;
-	unsigned room =
-	    (unsigned) r->cfg.max_in_flight - atomic_load(&r->stats.in_flight);
-	int code;
+	Mhs__Store__V1__Delivery **ready;
+	size_t n;
+	bool ask;
 
-	if (room == 0 || rt_breakers_blocked(&r->breakers, mhs_now_ms()))
-		return; /* nothing could be sent now: leave the work queued */
-	rq.consumer = r->cfg.consumer;
-	rq.max_messages = room;
-	rq.lease_ms = (uint32_t) r->cfg.lease_ms;
-	code = mhs_client_call(r->store, "/mhs.store.v1.Store/Lease", &rq.base,
-	    &mhs__store__v1__lease_response__descriptor,
-	    (ProtobufCMessage **) &resp, NULL, 0, 5000, NULL);
-	if (atomic_exchange(&r->store_ok, code == 0) != (code == 0))
-		mhs_info("store_reachable", "store %s",
-		    code == 0 ? "reachable" : "unreachable or not ready");
-	if (code != 0 || resp == NULL)
+	pthread_mutex_lock(&slink.mtx);
+	ready = slink.ready;
+	n = slink.nready;
+	slink.ready = NULL;
+	slink.nready = slink.capready = 0;
+	slink.starting = n;
+	pthread_mutex_unlock(&slink.mtx);
+	for (size_t i = 0; i < n; i++)
+		rt_start(r, multi, ready[i]); /* counted in flight now */
+	free(ready);
+	pthread_mutex_lock(&slink.mtx);
+	slink.starting = 0;
+	pthread_mutex_unlock(&slink.mtx);
+	/* Nothing could be sent while every breaker is open: leave the
+	 * work queued in the store. */
+	if (rt_breakers_blocked(&r->breakers, mhs_now_ms()))
 		return;
-	for (size_t i = 0; i < resp->n_deliveries; i++) {
-		rt_start(r, multi, resp->deliveries[i]);
-		resp->deliveries[i] = NULL; /* now the transfer's */
+	pthread_mutex_lock(&slink.mtx);
+	ask = link_room(r) > 0;
+	if (ask) {
+		slink.want_lease = true;
+		pthread_cond_signal(&slink.cv);
 	}
-	resp->n_deliveries = 0;
-	mhs__store__v1__lease_response__free_unpacked(resp, NULL);
+	pthread_mutex_unlock(&slink.mtx);
 }
 
 static void
@@ -652,6 +832,7 @@ int
 rt_engine_run(struct router *r)
 {
 	CURLM *multi = curl_multi_init();
+	pthread_t link_thread;
 	int running = 0;
 
 	if (multi == NULL)
@@ -663,19 +844,40 @@ rt_engine_run(struct router *r)
 	 * connections that a TLS handshake must then reopen. */
 	curl_multi_setopt(
 	    multi, CURLMOPT_MAXCONNECTS, (long) r->cfg.max_in_flight + 8);
+	slink.multi = multi;
+	slink.stop = false;
+	if (pthread_create(&link_thread, NULL, rt_link_main, r) != 0) {
+		curl_multi_cleanup(multi);
+		return MHS_ENOMEM;
+	}
 	while (!atomic_load(&r->stopping)) {
-		rt_lease(r, multi);
-		rt_reports_flush(r); /* refusals of an open circuit */
+		rt_take(r, multi);
+		rt_reports_flush(); /* refusals of an open circuit */
 		curl_multi_perform(multi, &running);
 		rt_collect(r, multi);
-		rt_reports_flush(r);
+		rt_reports_flush();
 		curl_multi_poll(multi, NULL, 0, (int) r->cfg.poll_ms, NULL);
 		curl_multi_perform(multi, &running);
 		rt_collect(r, multi);
-		rt_reports_flush(r);
+		rt_reports_flush();
 	}
-	/* In-flight transfers are abandoned: their leases expire and the
-	 * messages are delivered again, with the same MessageId. */
+	/* The link sends what it was handed, then stops. In-flight
+	 * transfers, and messages leased but not started, are abandoned:
+	 * their leases expire and they are delivered again, with the same
+	 * MessageId. */
+	pthread_mutex_lock(&slink.mtx);
+	slink.stop = true;
+	pthread_cond_signal(&slink.cv);
+	pthread_mutex_unlock(&slink.mtx);
+	pthread_join(link_thread, NULL);
+	for (size_t i = 0; i < slink.nready; i++)
+		mhs__store__v1__delivery__free_unpacked(slink.ready[i], NULL);
+	free(slink.ready);
+	slink.ready = NULL;
+	slink.nready = slink.capready = 0;
+	reports_free(&slink.reports);
+	free(slink.reports.v);
+	slink.reports = (struct report_vec) {0};
 	while (live != NULL) {
 		struct rt_xfer *x = live;
 		live_del(x);

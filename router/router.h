@@ -6,8 +6,9 @@
  * reports the outcome to the store, which journals it (G5). The MessageId
  * is the message_id on every attempt (G4).
  *
- * Threads: one engine thread does everything above (store calls are
- * short, bounded RPCs over ipc); the HTTP probe server reads atomics.
+ * Threads: one engine thread does everything above but the store calls,
+ * which its store link thread makes (each waits for a journal sync, and
+ * curl must not wait with it); the HTTP probe server reads atomics.
  * The inbound listener (inbound.h), when configured, takes Spine's
  * asynchronous responses on nng's HTTP threads and hands them to worker
  * threads of its own; it shares only cfg (read-only) and stats (atomics).
