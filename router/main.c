@@ -7,6 +7,7 @@
  * expiry, never lost) and exits 0.
  */
 #include <curl/curl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -184,6 +185,8 @@ main(int argc, char **argv)
 	int rv, sig;
 	char name[64];
 
+	mallopt(M_TRIM_THRESHOLD, 32 * 1024 * 1024);
+	mallopt(M_TOP_PAD, 4 * 1024 * 1024);
 	if ((rv = mhs_config_load(&rt_program, argc, argv)) != 0)
 		return rv > 0 ? 0 : 2;
 	if (mhs_log_setup("mhs-router", "router", rt.cfg.log_level) != 0)
