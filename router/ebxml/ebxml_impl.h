@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <libxml/parser.h>
 #include <libxml/tree.h>
 #include <libxml/xpath.h>
 
@@ -125,6 +126,14 @@ const char *ebxml_prefix_ns(const char *prefix, size_t len);
 
 /* Copies s trimmed into out; MHS_ETOOBIG when it had to cut. */
 int ebxml_text_copy(const char *s, char *out, size_t cap);
+
+/*
+ * The calling thread's kept parser context for ebxml_scan, made by make
+ * the first time (NULL: no memory); ebxml_scan_ctxt_drop frees it, and
+ * the next get makes a new one. Freed when the thread exits.
+ */
+xmlParserCtxtPtr ebxml_scan_ctxt_get(xmlParserCtxtPtr (*make)(void));
+void ebxml_scan_ctxt_drop(void);
 
 /* ---- one SAX pass, no tree (ebxml_scan.c) ---- */
 

@@ -15,6 +15,11 @@
  *  - Matching is a counter per query: how many leading steps the open
  *    elements match. An element at depth D extends a query matched to
  *    D-1; closing it takes the counter back. No names are kept.
+ *  - Each thread keeps its parser context (ebxml_xml.c's thread state):
+ *    making and freeing one per document was a tenth of a scan. Its
+ *    dictionary interns the names it has seen; names come from the
+ *    network, so past SCAN_DICT_MAX of them, or after a document that
+ *    failed, the context is dropped and the next scan makes a new one.
  *  - libxml2 decodes attribute values before SAX sees them, except an
  *    ampersand, which it hands on still encoded (&#38;) for the tree to
  *    decode. An attribute value we need that holds one is not decoded
@@ -31,6 +36,7 @@
 #include "error.h"
 
 #define SCAN_STEPS_MAX 8
+#define SCAN_DICT_MAX  4096 /* our documents use about 60 names */
 
 struct scan_step {
 	const char *ns, *local;
@@ -256,7 +262,8 @@ ebxml_scan(const char *xml, size_t len, struct ebxml_query *qs, size_t n,
 		if ((rv = steps_compile(&sq[i])) != 0)
 			return rv;
 	}
-	if (ebxml_xml_init() != 0 || (ctxt = scan_ctxt()) == NULL)
+	if (ebxml_xml_init() != 0 ||
+	    (ctxt = ebxml_scan_ctxt_get(scan_ctxt)) == NULL)
 		return MHS_ENOMEM;
 	ctxt->_private = &sc;
 	/* The document node only: the callbacks above build nothing. */
@@ -264,7 +271,10 @@ ebxml_scan(const char *xml, size_t len, struct ebxml_query *qs, size_t n,
 	if (doc == NULL || sc.saw_dtd || !ctxt->wellFormed)
 		rv = MHS_EINVAL;
 	xmlFreeDoc(doc);
-	xmlFreeParserCtxt(ctxt);
+	ctxt->_private = NULL;
+	if (rv != 0 || ctxt->dict == NULL ||
+	    xmlDictSize(ctxt->dict) > SCAN_DICT_MAX)
+		ebxml_scan_ctxt_drop();
 	for (size_t i = 0; i < n; i++)
 		if (qs[i].text.err != 0)
 			rv = MHS_ENOMEM;

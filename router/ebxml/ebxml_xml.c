@@ -54,6 +54,7 @@ struct xml_xpath {
 
 struct xml_thread {
 	xmlXPathContextPtr xp; /* prefixes registered; doc set per query */
+	xmlParserCtxtPtr scan; /* ebxml_scan's, kept; NULL: none yet */
 	size_t n;
 	struct xml_xpath cache[XML_XPATH_CACHE_MAX];
 };
@@ -74,6 +75,7 @@ xml_thread_free(void *arg)
 		free(t->cache[i].expr);
 	}
 	xmlXPathFreeContext(t->xp);
+	xmlFreeParserCtxt(t->scan);
 	free(t);
 }
 
@@ -188,6 +190,29 @@ xml_compiled(struct xml_thread *t, const char *expr)
 	e->hash = h;
 	t->n++;
 	return e->comp;
+}
+
+xmlParserCtxtPtr
+ebxml_scan_ctxt_get(xmlParserCtxtPtr (*make)(void))
+{
+	struct xml_thread *t = xml_thread_get();
+
+	if (t == NULL)
+		return NULL;
+	if (t->scan == NULL)
+		t->scan = make();
+	return t->scan;
+}
+
+void
+ebxml_scan_ctxt_drop(void)
+{
+	struct xml_thread *t = xml_thread_get();
+
+	if (t != NULL) {
+		xmlFreeParserCtxt(t->scan);
+		t->scan = NULL;
+	}
 }
 
 int

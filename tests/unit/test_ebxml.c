@@ -1560,3 +1560,40 @@ Test(ebxml_scan, an_ack_split_by_a_comment_and_a_cdata_is_still_ours)
 	    MHS_EBXML_UNEXPECTED, "%s", why);
 	cr_assert(strstr(why, "\"ABCDE\"") != NULL, "%s", why);
 }
+
+Test(ebxml_scan, a_kept_context_answers_after_failures_and_invented_names)
+{
+	struct mhs_buf big = MHS_BUF_INIT;
+	char *req = spec_request_envelope();
+	static const char bad[] = "<a><b></a>";
+	bool unsure;
+
+	/* Many distinct names (past the dictionary's bound) and a document
+	 * that fails, each followed by the request: the same answers. */
+	mhs_buf_puts(&big, "<r>");
+	for (int i = 0; i < 6000; i++)
+		mhs_buf_printf(&big, "<n%d/>", i);
+	mhs_buf_puts(&big, "</r>");
+	for (int round = 0; round < 3; round++) {
+		struct ebxml_query q = {.path = "soap:Envelope/soap:Header/"
+		                                "eb:MessageHeader/eb:Action",
+		    .want = EBXML_WANT_TEXT};
+		char action[64];
+
+		if (round == 1)
+			cr_assert_eq(
+			    ebxml_scan(big.data, big.len, &q, 1, &unsure), 0);
+		if (round == 2)
+			cr_assert_eq(
+			    ebxml_scan(bad, strlen(bad), &q, 1, &unsure),
+			    MHS_EINVAL);
+		cr_assert_eq(ebxml_scan(req, strlen(req), &q, 1, &unsure), 0);
+		cr_assert(q.found, "round %d", round);
+		cr_assert_eq(ebxml_query_text(&q, action, sizeof(action)), 0);
+		cr_assert_str_eq(
+		    action, "PORX_IN020101SM31", "round %d", round);
+		ebxml_queries_fini(&q, 1);
+	}
+	mhs_buf_fini(&big);
+	free(req);
+}
