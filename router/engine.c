@@ -107,10 +107,10 @@ rt_write_cb(char *data, size_t size, size_t n, void *arg)
 }
 
 /*
- * Easy handles are kept for the next delivery (reset, not rebuilt): a
- * fresh one costs allocations and a cleanup per message, and a reset
- * handle keeps nothing of its last transfer but caches. Engine thread
- * only; at most one per transfer that can be in flight.
+ * Easy handles are kept for the next delivery, with their fixed options
+ * (easy_get below): a fresh one costs allocations and a cleanup per
+ * message. Engine thread only; at most one per transfer that can be in
+ * flight.
  */
 static struct {
 	CURL **v;
@@ -482,6 +482,10 @@ rt_link_main(void *arg)
 	pthread_setname_np(pthread_self(), "mhs-rt-store");
 	pthread_mutex_lock(&slink.mtx);
 	for (;;) {
+		bool worked = false;
+
+		/* Both jobs each pass: under load outcomes arrive during
+		 * every ReportMany, and a lease must not wait for a lull. */
 		if (slink.reports.n > 0) {
 			struct report_vec t = slink.reports;
 
@@ -490,18 +494,20 @@ rt_link_main(void *arg)
 			pthread_mutex_unlock(&slink.mtx);
 			rt_reports_send(r, &q);
 			pthread_mutex_lock(&slink.mtx);
-			continue;
+			worked = true;
 		}
-		if (slink.stop)
-			break;
-		if (slink.want_lease) {
+		if (slink.want_lease && !slink.stop) {
 			unsigned room = link_room(r);
 
 			slink.want_lease = false;
 			if (room > 0)
 				rt_lease(r, room);
-			continue;
+			worked = true;
 		}
+		if (worked)
+			continue;
+		if (slink.stop)
+			break;
 		pthread_cond_wait(&slink.cv, &slink.mtx);
 	}
 	pthread_mutex_unlock(&slink.mtx);
