@@ -231,9 +231,8 @@ easy_defaults(struct router *r, CURL *e)
 /*
  * A handle from the pool keeps its fixed options (easy_defaults); the
  * per-transfer ones (URL, headers, body, write data, private) are all
- * set again by rt_xfer_setup before it runs, so no reset is needed:
- * resetting and setting a dozen options again (each string copied) was
- * about a tenth of the router's time per delivery.
+ * set again by rt_xfer_setup before it runs, so no reset is needed,
+ * nor setting a dozen options (each string copied) again per message.
  */
 static CURL *
 easy_get(struct router *r)
@@ -347,9 +346,9 @@ rt_reports_clear(void)
 /*
  * The store link (slink). The engine hands it, once per loop, the
  * outcomes it queued (one ReportMany for all of them: one group commit)
- * and a wish for more messages; the link makes the calls and hands back what
- * it leased, waking curl_multi_poll. Under load, outcomes queued while a call
- * is in progress go out together in the next one.
+ * and a wish for more messages; the link makes the calls and hands back
+ * what it leased, waking curl_multi_poll. Under load, outcomes queued
+ * while a call is in progress go out together in the next one.
  */
 struct report_vec {
 	Mhs__Store__V1__ReportRequest *v;
