@@ -43,7 +43,7 @@
 struct rt_xfer {
 	struct router *r;
 	CURL *easy;
-	struct curl_slist *headers; /* the route's (hdr_cache), or owned */
+	struct curl_slist *headers; /* hdr_cache's, or owned */
 	bool own_headers;
 	struct mhs_buf body;  /* request */
 	struct mhs_buf reply; /* response, bounded */
@@ -120,15 +120,12 @@ static struct {
 static size_t rt_write_cb(char *p, size_t size, size_t n, void *arg);
 
 /*
- * Request headers, built once per route (engine thread only): the
- * Content-Type is the same for every request, and the SOAPAction is the
- * route's service and interaction. A transfer whose SOAPAction differs
- * from its route's entry (never, as routes are keyed by interaction)
- * builds its own.
+ * Request headers, built once per SOAPAction (engine thread only): the
+ * Content-Type is the same for every request, so the SOAPAction (the
+ * route's service and interaction) is all that differs between lists.
  */
 struct hdr_entry {
-	const struct mhs_route *route;
-	char action[200];
+	char *action;
 	struct curl_slist *h;
 };
 
@@ -156,48 +153,47 @@ headers_build(const char *ctype, const char *action)
 	return h;
 }
 
-/* x's headers: its route's, else its own; false: out of memory. */
+/* x's headers: the cached list for action, else its own; false: out of
+ * memory. */
 static bool
 headers_get(struct rt_xfer *x, const char *ctype, const char *action)
 {
-	struct hdr_entry *e = NULL;
+	struct hdr_entry *e;
 
-	for (size_t i = 0; i < hdr_cache.n && e == NULL; i++)
-		if (hdr_cache.v[i].route == x->route)
-			e = &hdr_cache.v[i];
-	if (e == NULL && hdr_cache.n == hdr_cache.cap) {
-		size_t cap = hdr_cache.cap ? hdr_cache.cap * 2 : 16;
-		struct hdr_entry *g =
-		    realloc(hdr_cache.v, cap * sizeof(*hdr_cache.v));
-
-		if (g != NULL) {
-			hdr_cache.v = g;
-			hdr_cache.cap = cap;
+	for (size_t i = 0; i < hdr_cache.n; i++)
+		if (strcmp(hdr_cache.v[i].action, action) == 0) {
+			x->headers = hdr_cache.v[i].h;
+			x->own_headers = false;
+			return true;
 		}
-	}
-	if (e == NULL && hdr_cache.n < hdr_cache.cap &&
-	    strlen(action) < sizeof(e->action) &&
-	    (hdr_cache.v[hdr_cache.n].h = headers_build(ctype, action)) !=
-	        NULL) {
-		e = &hdr_cache.v[hdr_cache.n++];
-		e->route = x->route;
-		snprintf(e->action, sizeof(e->action), "%s", action);
-	}
-	if (e != NULL && strcmp(e->action, action) == 0) {
-		x->headers = e->h;
-		x->own_headers = false;
-		return true;
-	}
-	x->headers = headers_build(ctype, action);
 	x->own_headers = true;
-	return x->headers != NULL;
+	if ((x->headers = headers_build(ctype, action)) == NULL)
+		return false;
+	if (hdr_cache.n == hdr_cache.cap) {
+		size_t cap = hdr_cache.cap ? hdr_cache.cap * 2 : 16;
+		void *g = realloc(hdr_cache.v, cap * sizeof(*hdr_cache.v));
+
+		if (g == NULL)
+			return true; /* used once, freed with x */
+		hdr_cache.v = g;
+		hdr_cache.cap = cap;
+	}
+	e = &hdr_cache.v[hdr_cache.n];
+	if ((e->action = strdup(action)) == NULL)
+		return true;
+	e->h = x->headers;
+	hdr_cache.n++;
+	x->own_headers = false;
+	return true;
 }
 
 static void
 hdr_cache_fini(void)
 {
-	for (size_t i = 0; i < hdr_cache.n; i++)
+	for (size_t i = 0; i < hdr_cache.n; i++) {
 		curl_slist_free_all(hdr_cache.v[i].h);
+		free(hdr_cache.v[i].action);
+	}
 	free(hdr_cache.v);
 	hdr_cache.v = NULL;
 	hdr_cache.n = hdr_cache.cap = 0;

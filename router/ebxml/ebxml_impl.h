@@ -118,6 +118,19 @@ int ebxml_doc_find_text(struct ebxml_doc *d, xmlNodePtr at, const char *path,
 int ebxml_attr_text(
     xmlNodePtr n, const char *prefix, const char *name, char *out, size_t cap);
 
+/* What every reader passes libxml2: no network, no entity substitution
+ * or DTD loading (neither NOENT nor DTDLOAD), no output of its own. */
+#define EBXML_READ_OPTS                                                       \
+	(XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING)
+
+/*
+ * SAX internalSubset for every reader: called at <!DOCTYPE, before any
+ * declaration; sets the bool ctxt->_private points to and stops the
+ * parser, so entities are never even declared.
+ */
+void ebxml_refuse_dtd(void *ctx, const xmlChar *name, const xmlChar *ext_id,
+    const xmlChar *sys_id);
+
 /* libxml2 initialised (once); MHS_ENOMEM if it could not be. */
 int ebxml_xml_init(void);
 

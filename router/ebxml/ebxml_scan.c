@@ -51,11 +51,13 @@ struct scan_q {
 	int capturing; /* depth of the element whose text is taken; 0: none */
 };
 
+/* saw_dtd first: ebxml_refuse_dtd reads ctxt->_private as a bool *. */
 struct scan {
+	bool saw_dtd;
+	bool unsure;
 	struct scan_q *qs;
 	size_t n;
 	int depth;
-	bool saw_dtd, unsure;
 };
 
 /* Splits q->path into steps; MHS_EINVAL for a path we cannot follow. */
@@ -203,18 +205,6 @@ scan_chars(void *ctx, const xmlChar *ch, int len)
 			mhs_buf_append(&sc->qs[i].q->text, ch, (size_t) len);
 }
 
-/* SAX internalSubset: called at <!DOCTYPE, before any declaration. */
-static void
-scan_refuse_dtd(void *ctx, const xmlChar *name, const xmlChar *ext_id,
-    const xmlChar *sys_id)
-{
-	xmlParserCtxtPtr ctxt = ctx;
-
-	(void) name, (void) ext_id, (void) sys_id;
-	((struct scan *) ctxt->_private)->saw_dtd = true;
-	xmlStopParser(ctxt);
-}
-
 /* A parser context whose SAX callbacks are the scan's, no tree built. */
 static xmlParserCtxtPtr
 scan_ctxt(void)
@@ -225,7 +215,7 @@ scan_ctxt(void)
 	if (ctxt == NULL)
 		return NULL;
 	sax = ctxt->sax;
-	sax->internalSubset = scan_refuse_dtd;
+	sax->internalSubset = ebxml_refuse_dtd;
 	sax->startElementNs = scan_start;
 	sax->endElementNs = scan_end;
 	sax->characters = scan_chars;
@@ -242,8 +232,7 @@ ebxml_scan(const char *xml, size_t len, struct ebxml_query *qs, size_t n,
     bool *unsure)
 {
 	struct scan_q sq[EBXML_SCAN_MAX];
-	struct scan sc = {sq, n, 0, false, false};
-	int opts = XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING;
+	struct scan sc = {.qs = sq, .n = n};
 	xmlParserCtxtPtr ctxt;
 	xmlDocPtr doc;
 	int rv = 0;
@@ -267,7 +256,8 @@ ebxml_scan(const char *xml, size_t len, struct ebxml_query *qs, size_t n,
 		return MHS_ENOMEM;
 	ctxt->_private = &sc;
 	/* The document node only: the callbacks above build nothing. */
-	doc = xmlCtxtReadMemory(ctxt, xml, (int) len, NULL, NULL, opts);
+	doc = xmlCtxtReadMemory(
+	    ctxt, xml, (int) len, NULL, NULL, EBXML_READ_OPTS);
 	if (doc == NULL || sc.saw_dtd || !ctxt->wellFormed)
 		rv = MHS_EINVAL;
 	xmlFreeDoc(doc);

@@ -86,13 +86,13 @@ xml_init(void)
 	xml_key_err = pthread_key_create(&xml_key, xml_thread_free);
 }
 
-/* SAX internalSubset: called at <!DOCTYPE, before any declaration. */
-static void
-xml_refuse_dtd(void *ctx, const xmlChar *name, const xmlChar *ext_id,
+void
+ebxml_refuse_dtd(void *ctx, const xmlChar *name, const xmlChar *ext_id,
     const xmlChar *sys_id)
 {
 	xmlParserCtxtPtr ctxt = ctx;
 
+	(void) name, (void) ext_id, (void) sys_id;
 	*(bool *) ctxt->_private = true;
 	xmlStopParser(ctxt);
 }
@@ -105,13 +105,12 @@ xml_read(const char *xml, size_t len)
 	bool saw_dtd = false;
 	/* COMPACT: short text inline in its node, fewer allocations; our
 	 * documents are read, never changed. */
-	int opts = XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
-	    XML_PARSE_COMPACT;
+	int opts = EBXML_READ_OPTS | XML_PARSE_COMPACT;
 
 	if ((ctxt = xmlNewParserCtxt()) == NULL)
 		return NULL;
 	ctxt->_private = &saw_dtd;
-	ctxt->sax->internalSubset = xml_refuse_dtd;
+	ctxt->sax->internalSubset = ebxml_refuse_dtd;
 	doc = xmlCtxtReadMemory(ctxt, xml, (int) len, NULL, NULL, opts);
 	if (doc != NULL &&
 	    (saw_dtd || !ctxt->wellFormed || doc->intSubset != NULL)) {
